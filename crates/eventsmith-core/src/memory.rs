@@ -1,0 +1,200 @@
+//! The in-memory store: the reference implementation of [`ItemStore`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, Range};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use crate::error::{AppendError, StoreError};
+use crate::item::{
+    IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
+};
+use crate::store::{Capabilities, ItemStore, Support, check_batch_unique};
+
+/// A thread-safe store held in memory; clones share the same data.
+///
+/// It is the reference every other backend is compared with, and the fastest store for
+/// tests. Its data is lost when the last clone is dropped.
+#[derive(Clone, Default, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default, Debug)]
+struct Inner {
+    /// The notification log; an item's notification id is its index plus one.
+    log: Vec<IntegerSequencedItem>,
+    /// Per sequence: version -> index into `log`.
+    sequences: HashMap<Uuid, BTreeMap<Version, usize>>,
+    timestamped: HashMap<Uuid, BTreeMap<Timestamp, TimestampSequencedItem>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied append (appends check
+        // everything before mutating), so a poisoned lock is safe to reuse.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Applies bounds, order and limit to an ordered map, shared by both kinds of items.
+fn select_range<P: Ord + Copy, V, T>(
+    map: &BTreeMap<P, V>,
+    q: &Select<P>,
+    get: impl Fn(&V) -> T,
+) -> Vec<T> {
+    let lower = match (q.gt, q.gte) {
+        (Some(gt), Some(gte)) if gte > gt => Bound::Included(gte),
+        (Some(gt), _) => Bound::Excluded(gt),
+        (None, Some(gte)) => Bound::Included(gte),
+        (None, None) => Bound::Unbounded,
+    };
+    let upper = match (q.lt, q.lte) {
+        (Some(lt), Some(lte)) if lte < lt => Bound::Included(lte),
+        (Some(lt), _) => Bound::Excluded(lt),
+        (None, Some(lte)) => Bound::Included(lte),
+        (None, None) => Bound::Unbounded,
+    };
+    if !bounds_non_empty(&lower, &upper) {
+        return Vec::new();
+    }
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let range = map.range((lower, upper));
+    if q.descending {
+        range.rev().take(limit).map(|(_, v)| get(v)).collect()
+    } else {
+        range.take(limit).map(|(_, v)| get(v)).collect()
+    }
+}
+
+/// `BTreeMap::range` panics on inverted or empty-excluded bounds, so check them first.
+fn bounds_non_empty<P: Ord>(lower: &Bound<P>, upper: &Bound<P>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(a), Bound::Included(b)) => a <= b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a < b,
+        _ => true,
+    }
+}
+
+impl ItemStore for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            notifications: Support::Yes,
+            timestamped: Support::Yes,
+        }
+    }
+
+    async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
+        check_batch_unique(&items)?;
+        let mut inner = self.lock();
+        for item in &items {
+            if inner
+                .sequences
+                .get(&item.sequence_id)
+                .is_some_and(|s| s.contains_key(&item.position))
+            {
+                return Err(AppendError::Conflict {
+                    sequence_id: item.sequence_id,
+                    position: item.position.into(),
+                });
+            }
+        }
+        let first = inner.log.len() as u64 + 1;
+        for item in items {
+            let index = inner.log.len();
+            inner
+                .sequences
+                .entry(item.sequence_id)
+                .or_default()
+                .insert(item.position, index);
+            inner.log.push(item);
+        }
+        Ok(first..inner.log.len() as u64 + 1)
+    }
+
+    async fn select(
+        &self,
+        sequence_id: Uuid,
+        query: &Select<Version>,
+    ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
+        let inner = self.lock();
+        Ok(match inner.sequences.get(&sequence_id) {
+            Some(seq) => select_range(seq, query, |&i| inner.log[i].clone()),
+            None => Vec::new(),
+        })
+    }
+
+    async fn select_notifications(
+        &self,
+        after: u64,
+        limit: usize,
+        topics: &[&str],
+    ) -> Result<Vec<Notification>, StoreError> {
+        let inner = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        Ok(inner
+            .log
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, item)| topics.is_empty() || topics.contains(&item.topic.as_str()))
+            .take(limit)
+            .map(|(i, item)| Notification {
+                id: i as u64 + 1,
+                item: item.clone(),
+            })
+            .collect())
+    }
+
+    async fn max_notification_id(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().log.len() as u64)
+    }
+
+    async fn append_timestamped(
+        &self,
+        items: Vec<TimestampSequencedItem>,
+    ) -> Result<(), AppendError> {
+        check_batch_unique(&items)?;
+        let mut inner = self.lock();
+        for item in &items {
+            if inner
+                .timestamped
+                .get(&item.sequence_id)
+                .is_some_and(|s| s.contains_key(&item.position))
+            {
+                return Err(AppendError::Conflict {
+                    sequence_id: item.sequence_id,
+                    position: item.position.into(),
+                });
+            }
+        }
+        for item in items {
+            inner
+                .timestamped
+                .entry(item.sequence_id)
+                .or_default()
+                .insert(item.position, item);
+        }
+        Ok(())
+    }
+
+    async fn select_timestamped(
+        &self,
+        sequence_id: Uuid,
+        query: &Select<Timestamp>,
+    ) -> Result<Vec<TimestampSequencedItem>, StoreError> {
+        let inner = self.lock();
+        Ok(match inner.timestamped.get(&sequence_id) {
+            Some(seq) => select_range(seq, query, Clone::clone),
+            None => Vec::new(),
+        })
+    }
+}

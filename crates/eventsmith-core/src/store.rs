@@ -1,0 +1,117 @@
+//! The store trait every backend implements.
+
+use std::future::Future;
+use std::ops::Range;
+
+use uuid::Uuid;
+
+use crate::error::{AppendError, StoreError};
+use crate::item::{
+    IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
+};
+
+/// Whether a backend offers an optional capability, and if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// The capability is offered and the conformance suite checks it.
+    Yes,
+    /// The capability is missing; calls return [`StoreError::Unsupported`] with this reason.
+    Missing {
+        /// Why the backend cannot offer it.
+        reason: &'static str,
+    },
+}
+
+/// The optional capabilities of a store. The conformance suite checks every capability a
+/// store claims, and checks that a missing one fails with [`StoreError::Unsupported`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The global notification log (`select_notifications`, `max_notification_id`).
+    pub notifications: Support,
+    /// Timestamp-sequenced items.
+    pub timestamped: Support,
+}
+
+/// A store of sequenced items: the one trait every backend implements.
+///
+/// Stores are cheap to clone handles onto shared state, so a repository, a projection and
+/// a web handler can each own one.
+///
+/// Methods return `impl Future + Send`, so implementors may write `async fn` and callers can
+/// spawn the futures on a multi-threaded runtime.
+pub trait ItemStore: Clone + Send + Sync + 'static {
+    /// What this store offers beyond the required operations.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Appends a batch of integer-sequenced items atomically.
+    ///
+    /// If any (sequence id, position) already exists, or appears twice in the batch, the whole
+    /// batch fails with [`AppendError::Conflict`] naming the first such item, and nothing is
+    /// written. Otherwise every item is written and gets a notification id; the ids of one
+    /// batch are contiguous and returned as a range (empty for an empty batch, which is a
+    /// no-op). Stores without notifications return an empty range.
+    fn append(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+    ) -> impl Future<Output = Result<Range<u64>, AppendError>> + Send;
+
+    /// Selects items of one sequence within the query's bounds, in the query's order.
+    fn select(
+        &self,
+        sequence_id: Uuid,
+        query: &Select<Version>,
+    ) -> impl Future<Output = Result<Vec<IntegerSequencedItem>, StoreError>> + Send;
+
+    /// The item at the highest position of a sequence, if any.
+    fn latest(
+        &self,
+        sequence_id: Uuid,
+    ) -> impl Future<Output = Result<Option<IntegerSequencedItem>, StoreError>> + Send {
+        let query = Select::all().descending().limit(1);
+        async move { Ok(self.select(sequence_id, &query).await?.pop()) }
+    }
+
+    /// Reads the notification log: items with notification id greater than `after`,
+    /// in id order, at most `limit` of them, only of the given topics (all topics when
+    /// `topics` is empty).
+    fn select_notifications(
+        &self,
+        after: u64,
+        limit: usize,
+        topics: &[&str],
+    ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
+
+    /// The highest notification id given so far (0 when the log is empty).
+    fn max_notification_id(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Appends a batch of timestamp-sequenced items atomically; a (sequence id, timestamp)
+    /// that already exists is a [`AppendError::Conflict`] and nothing is written.
+    fn append_timestamped(
+        &self,
+        items: Vec<TimestampSequencedItem>,
+    ) -> impl Future<Output = Result<(), AppendError>> + Send;
+
+    /// Selects timestamp-sequenced items of one sequence within the query's bounds.
+    fn select_timestamped(
+        &self,
+        sequence_id: Uuid,
+        query: &Select<Timestamp>,
+    ) -> impl Future<Output = Result<Vec<TimestampSequencedItem>, StoreError>> + Send;
+}
+
+/// Checks the batch-local rules every backend shares: no (sequence id, position) twice in one
+/// batch. Returns the conflict a backend must report.
+pub fn check_batch_unique<P: Copy + Eq + std::hash::Hash + Into<crate::Position>>(
+    items: &[crate::SequencedItem<P>],
+) -> Result<(), AppendError> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for item in items {
+        if !seen.insert((item.sequence_id, item.position)) {
+            return Err(AppendError::Conflict {
+                sequence_id: item.sequence_id,
+                position: item.position.into(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The payload header: what every stored payload starts with.
+//!
+//! ```text
+//! byte 0      format version (1)
+//! byte 1      codec id (1 JSON, 2 postcard, 3 bincode)
+//! byte 2      flags: bit 0 compressed (zstd), bit 1 encrypted; other bits must be 0
+//! bytes 3-6   event schema version, u32 little-endian
+//! bytes 7-14  event timestamp, i64 little-endian nanoseconds since the Unix epoch
+//! if encrypted:
+//!   byte 15   key id length n (1-255), then n bytes of UTF-8 key id
+//! then the body: codec bytes, compressed if flagged, then encrypted if flagged
+//! ```
+//!
+//! A reader rejects any other format version, unknown flag bits and unknown codec ids with a
+//! typed error, so a future format change fails clearly instead of decoding garbage.
+
+use eventsmith_core::DecodeErrorKind;
+
+use crate::codec::CodecId;
+
+/// The only format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+const FLAG_COMPRESSED: u8 = 0b01;
+const FLAG_ENCRYPTED: u8 = 0b10;
+const FIXED_LEN: usize = 15;
+
+/// The decoded header of a stored payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadHeader {
+    /// The codec of the body.
+    pub codec: CodecId,
+    /// Whether the body was compressed (before encryption).
+    pub compressed: bool,
+    /// The id of the key the body is encrypted under; `None` when not encrypted.
+    pub key_id: Option<String>,
+    /// The schema version of the event type that wrote the payload.
+    pub schema_version: u32,
+    /// The event's timestamp, nanoseconds since the Unix epoch.
+    pub timestamp_nanos: i64,
+}
+
+impl PayloadHeader {
+    /// Parses a header from the start of `payload`, returning it and the body after it.
+    pub fn parse(payload: &[u8]) -> Result<(PayloadHeader, &[u8]), DecodeErrorKind> {
+        if payload.len() < FIXED_LEN {
+            if let Some(&v) = payload.first()
+                && v != FORMAT_VERSION
+            {
+                return Err(DecodeErrorKind::UnsupportedFormat(v));
+            }
+            return Err(DecodeErrorKind::Header(format!(
+                "payload of {} bytes is shorter than the {FIXED_LEN}-byte header",
+                payload.len()
+            )));
+        }
+        if payload[0] != FORMAT_VERSION {
+            return Err(DecodeErrorKind::UnsupportedFormat(payload[0]));
+        }
+        let codec =
+            CodecId::from_byte(payload[1]).ok_or(DecodeErrorKind::UnknownCodec(payload[1]))?;
+        let flags = payload[2];
+        if flags & !(FLAG_COMPRESSED | FLAG_ENCRYPTED) != 0 {
+            return Err(DecodeErrorKind::Header(format!(
+                "unknown flag bits {flags:#04x}"
+            )));
+        }
+        let schema_version = u32::from_le_bytes(payload[3..7].try_into().expect("4 bytes"));
+        let timestamp_nanos = i64::from_le_bytes(payload[7..15].try_into().expect("8 bytes"));
+        let mut rest = &payload[FIXED_LEN..];
+        let key_id = if flags & FLAG_ENCRYPTED != 0 {
+            let (&len, after) = rest
+                .split_first()
+                .ok_or_else(|| DecodeErrorKind::Header("missing key id length".into()))?;
+            let len = usize::from(len);
+            if len == 0 || after.len() < len {
+                return Err(DecodeErrorKind::Header(format!(
+                    "key id of {len} bytes does not fit the {} bytes left",
+                    after.len()
+                )));
+            }
+            let id = std::str::from_utf8(&after[..len])
+                .map_err(|_| DecodeErrorKind::Header("key id is not UTF-8".into()))?;
+            rest = &after[len..];
+            Some(id.to_owned())
+        } else {
+            None
+        };
+        let header = PayloadHeader {
+            codec,
+            compressed: flags & FLAG_COMPRESSED != 0,
+            key_id,
+            schema_version,
+            timestamp_nanos,
+        };
+        Ok((header, rest))
+    }
+
+    /// Writes the header; fails only for a key id that is empty or longer than 255 bytes.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let mut flags = 0;
+        if self.compressed {
+            flags |= FLAG_COMPRESSED;
+        }
+        if self.key_id.is_some() {
+            flags |= FLAG_ENCRYPTED;
+        }
+        out.extend_from_slice(&[FORMAT_VERSION, self.codec.to_byte(), flags]);
+        out.extend_from_slice(&self.schema_version.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_nanos.to_le_bytes());
+        if let Some(key_id) = &self.key_id {
+            let len = u8::try_from(key_id.len())
+                .ok()
+                .filter(|&l| l > 0)
+                .ok_or_else(|| format!("key id must be 1 to 255 bytes, not {}", key_id.len()))?;
+            out.push(len);
+            out.extend_from_slice(key_id.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key_id: Option<&str>) -> PayloadHeader {
+        PayloadHeader {
+            codec: CodecId::Postcard,
+            compressed: true,
+            key_id: key_id.map(str::to_owned),
+            schema_version: 7,
+            timestamp_nanos: -42,
+        }
+    }
+
+    #[test]
+    fn round_trips_with_and_without_key() {
+        for key in [None, Some("k1"), Some(&*"x".repeat(255))] {
+            let mut out = Vec::new();
+            header(key).write(&mut out).unwrap();
+            out.extend_from_slice(b"body");
+            let (parsed, body) = PayloadHeader::parse(&out).unwrap();
+            assert_eq!(parsed, header(key));
+            assert_eq!(body, b"body");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_key_ids_on_write() {
+        assert!(header(Some("")).write(&mut Vec::new()).is_err());
+        assert!(
+            header(Some(&"x".repeat(256)))
+                .write(&mut Vec::new())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_a_typed_error() {
+        let mut out = Vec::new();
+        header(Some("key")).write(&mut out).unwrap();
+        for len in 0..out.len() {
+            assert!(
+                matches!(
+                    PayloadHeader::parse(&out[..len]),
+                    Err(DecodeErrorKind::Header(_))
+                ),
+                "truncated to {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_future_formats_unknown_codecs_and_flags() {
+        let mut out = Vec::new();
+        header(None).write(&mut out).unwrap();
+        let mut v2 = out.clone();
+        v2[0] = 2;
+        assert!(matches!(
+            PayloadHeader::parse(&v2),
+            Err(DecodeErrorKind::UnsupportedFormat(2))
+        ));
+        let mut codec = out.clone();
+        codec[1] = 99;
+        assert!(matches!(
+            PayloadHeader::parse(&codec),
+            Err(DecodeErrorKind::UnknownCodec(99))
+        ));
+        let mut flags = out;
+        flags[2] |= 0x80;
+        assert!(matches!(
+            PayloadHeader::parse(&flags),
+            Err(DecodeErrorKind::Header(_))
+        ));
+    }
+}

@@ -1,0 +1,58 @@
+//! The conformance suite every eventsmith backend runs.
+//!
+//! [`cases`] holds one `pub async fn` per behaviour, generic over [`ItemStore`]. The
+//! [`conformance_suite!`] macro expands to one `#[tokio::test]` per case, so each failure is
+//! reported on its own:
+//!
+//! ```no_run
+//! eventsmith_testkit::conformance_suite!(async { (eventsmith_core::MemoryStore::new(), ()) });
+//! ```
+//!
+//! The expression is an async block yielding the store under test and a guard that lives as
+//! long as the test (a temporary directory, say). It is evaluated once per test.
+//!
+//! Cases are written to pass on a store shared with other tests running at the same time:
+//! they use fresh sequence ids and read the notification log relative to where it stood.
+//! A store that lacks an optional capability declares it in [`Capabilities`]; the cases of
+//! that capability then check that it fails with [`StoreError::Unsupported`] and print the
+//! reason, instead of silently passing.
+
+pub mod cases;
+
+pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
+
+/// Expands to one `#[tokio::test]` per conformance case. See the crate docs.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fixture:expr) => {
+        $crate::conformance_suite!(@cases $fixture;
+            empty_sequence,
+            positions_are_per_sequence,
+            fields_round_trip,
+            duplicate_position_conflicts,
+            conflicting_batch_stores_nothing,
+            duplicate_within_batch_conflicts,
+            empty_batch_is_noop,
+            select_every_bound_combination,
+            limit_and_order,
+            latest_item,
+            notification_ids_increase_and_are_contiguous,
+            notification_paging,
+            concurrent_batches_do_not_interleave,
+            topic_filters,
+            failed_append_adds_no_notification,
+            racing_writers_one_winner_per_position,
+            timestamped_select_in_order,
+            timestamped_collision_conflicts,
+        );
+    };
+    (@cases $fixture:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (store, _guard) = $fixture.await;
+                $crate::cases::$case(store).await;
+            }
+        )+
+    };
+}

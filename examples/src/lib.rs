@@ -1,0 +1,6 @@
+//! The domain of eventsmith's worked examples, shared by the examples and their tests.
+
+// The classic worked example names its attribute `foo`; keeping the name keeps it recognisable.
+#![allow(clippy::disallowed_names)]
+
+pub mod example;
