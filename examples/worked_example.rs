@@ -1,18 +1,25 @@
 //! The classic worked example: create an aggregate, change it, save it, load it back, load
 //! a historical version, discard it.
 //!
-//! Run with `cargo run --example worked_example`.
+//! Run with `cargo run --example worked_example [PATH]`: the events go to the SQLite file at
+//! PATH, or to a file in a fresh temporary directory that is removed afterwards.
 
-use eventsmith_core::{EventStore, LoadError, MemoryStore, Repository};
+use eventsmith_core::{EventStore, LoadError, Repository};
 use eventsmith_examples::example::{Example, ExampleEvent, create_new_example};
 use eventsmith_mapper::EventMapper;
+use eventsmith_sqlite::SqliteStore;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let store = MemoryStore::new();
-    println!("store: in memory");
+    let temp = tempfile::tempdir()?;
+    let path = match std::env::args_os().nth(1) {
+        Some(path) => path.into(),
+        None => temp.path().join("worked_example.db"),
+    };
+    let store = SqliteStore::open(&path).await?;
+    println!("store: SQLite file {}", path.display());
     let mapper = EventMapper::<ExampleEvent>::builder().build()?;
-    let repository = Repository::<Example, _>::new(EventStore::new(store, mapper));
+    let repository = Repository::<Example, _>::new(EventStore::new(store.clone(), mapper));
 
     // Create a new aggregate with the factory, and save it.
     let mut example = create_new_example("bar")?;
@@ -59,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("expected a discarded aggregate, got {other:?}"),
     }
     assert!(!repository.contains(id).await?);
+    store.close().await;
     println!("worked example complete");
     Ok(())
 }

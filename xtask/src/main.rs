@@ -49,11 +49,212 @@ fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
 
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let quick = extra.iter().any(|a| a == "--quick");
+    let started = std::time::SystemTime::now();
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root)
-        .args(["bench", "--workspace", "--all-features"]);
+        .args(["bench", "--package", "eventsmith-benches", "--all-features"]);
     if quick {
         cmd.env("EVENTSMITH_BENCH_QUICK", "1");
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    let rows = collect(&root.join("target/criterion"), started)?;
+    let table = render(&rows);
+    println!("\n{table}");
+    std::fs::write(root.join("BENCHMARKS.md"), benchmarks_md(&table, quick))?;
+    eprintln!(
+        "xtask: wrote BENCHMARKS.md; criterion's HTML reports are in target/criterion/report"
+    );
+    Ok(())
+}
+
+/// One benchmark group: its measured functions and its baseline, as events per second.
+struct Row {
+    group: String,
+    baseline: (String, f64),
+    measured: Vec<(String, f64)>,
+}
+
+/// The baseline function of a group: `raw` (hand-written rusqlite) or `plain` (no cipher).
+const BASELINES: [&str; 2] = ["raw", "plain"];
+
+/// Reads what criterion wrote during this run: target/criterion/GROUP/FUNCTION/new/*.json.
+fn collect(dir: &Path, since: std::time::SystemTime) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut groups: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("no criterion output in {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "report"))
+        .collect();
+    groups.sort();
+    for group in groups {
+        let mut rates = Vec::new();
+        for function in std::fs::read_dir(&group)?.filter_map(Result::ok) {
+            let new = function.path().join("new");
+            let estimates = new.join("estimates.json");
+            let fresh = std::fs::metadata(&estimates)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since);
+            if !fresh {
+                continue;
+            }
+            let estimates: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&estimates)?)?;
+            let benchmark: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(new.join("benchmark.json"))?)?;
+            let nanos = estimates["mean"]["point_estimate"]
+                .as_f64()
+                .context("estimates.json without a mean")?;
+            let elements = benchmark["throughput"]["Elements"].as_f64().unwrap_or(1.0);
+            let name = benchmark["function_id"].as_str().unwrap_or("?").to_owned();
+            rates.push((name, elements * 1e9 / nanos));
+        }
+        let Some(i) = rates
+            .iter()
+            .position(|(n, _)| BASELINES.contains(&n.as_str()))
+        else {
+            continue;
+        };
+        let baseline = rates.remove(i);
+        rates.sort_by(|a, b| a.0.cmp(&b.0));
+        let group = group.file_name().unwrap().to_string_lossy().into_owned();
+        rows.push(Row {
+            group,
+            baseline,
+            measured: rates,
+        });
+    }
+    Ok(rows)
+}
+
+/// The goal of a group, as the lowest acceptable ratio of measured to baseline rate.
+fn goal(group: &str) -> Option<(f64, &'static str)> {
+    let goals: [(&str, f64, &str); 6] = [
+        ("a-commands", 0.7, ">= 0.7x raw one-insert transactions"),
+        (
+            "b-commands-8-tasks",
+            2.0,
+            ">= 2x raw one-insert transactions",
+        ),
+        ("c-batch-10", 0.7, ">= 0.7x raw batched inserts"),
+        ("d-notifications", 0.5, ">= 0.5x raw select"),
+        ("e-load-10000", 0.5, "<= 2x the time of raw select + decode"),
+        (
+            "f-commands-cipher",
+            0.8,
+            "<= 25% slower than without cipher",
+        ),
+    ];
+    goals
+        .iter()
+        .find(|(suffix, _, _)| group.ends_with(suffix))
+        .map(|(_, min, text)| (*min, *text))
+}
+
+fn human(rate: f64) -> String {
+    match rate {
+        r if r >= 1e6 => format!("{:.2} M/s", r / 1e6),
+        r if r >= 1e3 => format!("{:.1} k/s", r / 1e3),
+        r => format!("{r:.0} /s"),
+    }
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| benchmark | measured | rate | baseline | rate | ratio | goal | met |\n\
+         | --- | --- | ---: | --- | ---: | ---: | --- | --- |\n",
+    );
+    for row in rows {
+        for (name, rate) in &row.measured {
+            let ratio = rate / row.baseline.1;
+            let (goal_text, met) = match goal(&row.group) {
+                Some((min, text)) => (text, if ratio >= min { "yes" } else { "no" }),
+                None => ("", ""),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {:.2}x | {} | {} |\n",
+                row.group,
+                name,
+                human(*rate),
+                row.baseline.0,
+                human(row.baseline.1),
+                ratio,
+                goal_text,
+                met
+            ));
+        }
+    }
+    out
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn benchmarks_md(table: &str, quick: bool) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .next()
+        .unwrap_or("")
+        .replace("MemTotal:", "")
+        .trim()
+        .to_owned();
+    let machine = format!(
+        "{} cores ({cpu}), {mem} memory, {}; {}",
+        command_output("nproc", &[]),
+        command_output("uname", &["-sr"]),
+        command_output("rustc", &["--version"]),
+    );
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let run = if quick {
+        "`cargo xtask bench --quick` (short windows: indicative only)"
+    } else {
+        "`cargo xtask bench`"
+    };
+    format!(
+        "# Benchmarks
+
+Written by `cargo xtask bench`; do not edit by hand. Every figure is a ratio against a
+baseline measured in the same run on the same machine, because absolute rates on shared
+machines vary from run to run. Rates are events per second (commands per second for the
+command workloads, reads per second for g). Criterion's full reports (with plots) are in
+`target/criterion/report/index.html` after a run.
+
+- Run: {run}, {date}
+- Machine: {machine}
+
+{table}
+## What is measured
+
+SQLite (WAL; `full` and `normal` are `synchronous=FULL` and `NORMAL`; ~100-byte events
+encoded with postcard). The `raw` baselines use rusqlite directly on a file with the same
+schema and pragmas.
+
+- **a-commands**: load an aggregate (1 to 10 events), decide, save one event with
+  concurrency control, from one task; baseline: one `INSERT` per transaction.
+- **b-commands-8-tasks**: the same from 8 tasks on distinct aggregates (group commit);
+  baseline as in a.
+- **c-batch-10**: one atomic append of 10 events; baseline: 10 inserts in one transaction.
+- **d-notifications**: the whole notification log in pages of 1,000, decoded; baseline:
+  the same selects without decoding.
+- **e-load-10000**: load one aggregate of 10,000 events; baseline: select + decode.
+- **f-commands-cipher**: workload a with AES-256-GCM and zstd on; baseline: workload a.
+- **g-point-read**: one `latest` read through the store's threads against the same select
+  on the calling thread: the price of never blocking the async runtime.
+- **codec-SIZE-CODEC**: encode + decode of one event; baseline: the plain codec.
+"
+    )
 }

@@ -1,0 +1,358 @@
+//! SQLite workloads from issue 4, each beside a raw rusqlite baseline measured in the same run
+//! with the same schema and pragmas, for synchronous=FULL and NORMAL:
+//!
+//! - a: commands (load + decide + save one event), one task; raw: one insert per transaction;
+//! - b: the same commands from 8 tasks on distinct aggregates; raw as in a;
+//! - c: appends of 10 events per atomic batch; raw: 10 inserts per transaction;
+//! - d: the whole notification log in pages of 1,000, decoded; raw: the same selects;
+//! - e: loading one aggregate of 10,000 events; raw: select + decode;
+//! - f: workload a with AES-256-GCM and zstd on; the baseline is workload a without them;
+//! - g: one point read (`latest`), the cost of handing work to the store's threads; raw: the
+//!   same select on the calling thread.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use eventsmith_benches::{Account, BenchEvent, credit, size};
+use eventsmith_cipher::{AesGcmCipher, Key, Keyring, Zstd};
+use eventsmith_core::{
+    Application, Envelope, EventStore, IntegerSequencedItem, ItemStore, Mapper, Repository,
+    SequencedItem,
+};
+use eventsmith_mapper::{CodecId, Encrypt, EventMapper};
+use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous};
+use rusqlite::{Connection, params};
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+
+/// A notification row as rusqlite reads it: sequence id, position, topic, payload, id.
+type RawNotification = (Vec<u8>, i64, String, Vec<u8>, i64);
+
+fn mapper() -> EventMapper<BenchEvent> {
+    EventMapper::builder()
+        .codec(CodecId::Postcard)
+        .build()
+        .unwrap()
+}
+
+fn envelope(id: Uuid, version: u64) -> Envelope<BenchEvent> {
+    Envelope {
+        originator_id: id,
+        version,
+        timestamp: time::OffsetDateTime::now_utc(),
+        event: credit(version).into(),
+    }
+}
+
+fn item(mapper: &EventMapper<BenchEvent>, id: Uuid, version: u64) -> IntegerSequencedItem {
+    mapper.encode(&envelope(id, version)).unwrap()
+}
+
+fn raw_connection(path: &Path, sync: Synchronous) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let sync = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+    ))
+    .unwrap();
+    conn
+}
+
+fn raw_insert(conn: &Connection, item: &IntegerSequencedItem) {
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO integer_items (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)")
+        .unwrap();
+    stmt.execute(params![
+        item.sequence_id.as_bytes(),
+        item.position as i64,
+        item.topic,
+        item.payload
+    ])
+    .unwrap();
+}
+
+/// Runs `iters` commands from `tasks` tasks, each on its own aggregates, 10 commands per
+/// aggregate (the aggregates are created untimed first).
+async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u64) -> Duration {
+    let events = app.repository().event_store();
+    let aggregates = iters.div_ceil(10).max(tasks);
+    let ids: Vec<Uuid> = (0..aggregates).map(|_| Uuid::new_v4()).collect();
+    for chunk in ids.chunks(500) {
+        let creations: Vec<_> = chunk.iter().map(|id| envelope(*id, 1)).collect();
+        events.append(&creations).await.unwrap();
+    }
+    let per_task = ids.len().div_ceil(tasks as usize);
+    let quota = iters.div_ceil(tasks);
+    let start = Instant::now();
+    let handles: Vec<_> = ids
+        .chunks(per_task)
+        .map(|mine| {
+            let (app, mine) = (app.clone(), mine.to_vec());
+            tokio::spawn(async move {
+                let mut done = 0;
+                'rounds: for round in 0..10 {
+                    for id in &mine {
+                        if done == quota {
+                            break 'rounds;
+                        }
+                        app.command(*id, |_| Ok::<_, Infallible>([credit(round)]))
+                            .await
+                            .unwrap();
+                        done += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn raw_single_inserts(conn: &Connection, mapper: &EventMapper<BenchEvent>, iters: u64) -> Duration {
+    let items: Vec<_> = (0..iters)
+        .map(|_| item(mapper, Uuid::new_v4(), 1))
+        .collect();
+    let start = Instant::now();
+    for it in &items {
+        raw_insert(conn, it); // autocommit: one transaction per insert
+    }
+    start.elapsed()
+}
+
+fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SqliteConfig {
+        synchronous: sync,
+        ..SqliteConfig::default()
+    };
+    let store = rt
+        .block_on(SqliteStore::open_with(dir.path().join("es.db"), config))
+        .unwrap();
+    let app = Application::<Account, _>::new(store.clone(), mapper()).with_command_attempts(1);
+    let raw_path = dir.path().join("raw.db");
+    rt.block_on(async { SqliteStore::open(&raw_path).await.unwrap().close().await });
+    let raw = raw_connection(&raw_path, sync);
+    let mapper = mapper();
+
+    let mut g = c.benchmark_group(format!("sqlite-{label}-a-commands"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("eventsmith", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&app, iters, 1)))
+    });
+    g.bench_function("raw", |b| {
+        b.iter_custom(|iters| raw_single_inserts(&raw, &mapper, iters))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("sqlite-{label}-b-commands-8-tasks"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("eventsmith", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&app, iters, 8)))
+    });
+    g.bench_function("raw", |b| {
+        b.iter_custom(|iters| raw_single_inserts(&raw, &mapper, iters))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("sqlite-{label}-f-commands-cipher"));
+    g.throughput(Throughput::Elements(1));
+    let keys = Keyring::new("bench", Key::generate());
+    let cipher_mapper = EventMapper::<BenchEvent>::builder()
+        .codec(CodecId::Postcard)
+        .compressor(Arc::new(Zstd::new()))
+        .cipher(Arc::new(AesGcmCipher::new(keys)), Encrypt::All)
+        .build()
+        .unwrap();
+    let cipher_app =
+        Application::<Account, _>::new(store.clone(), cipher_mapper).with_command_attempts(1);
+    g.bench_function("cipher", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&cipher_app, iters, 1)))
+    });
+    g.bench_function("plain", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&app, iters, 1)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("sqlite-{label}-c-batch-10"));
+    g.throughput(Throughput::Elements(10));
+    let events = EventStore::new(store.clone(), self::mapper());
+    g.bench_function("eventsmith", |b| {
+        b.iter_custom(|iters| {
+            let batches: Vec<Vec<Envelope<BenchEvent>>> = (0..iters)
+                .map(|_| {
+                    let id = Uuid::new_v4();
+                    (1..=10).map(|v| envelope(id, v)).collect()
+                })
+                .collect();
+            rt.block_on(async {
+                let start = Instant::now();
+                for batch in &batches {
+                    events.append(batch).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("raw", |b| {
+        b.iter_custom(|iters| {
+            let batches: Vec<Vec<_>> = (0..iters)
+                .map(|_| {
+                    let id = Uuid::new_v4();
+                    (1..=10).map(|v| item(&mapper, id, v)).collect()
+                })
+                .collect();
+            let start = Instant::now();
+            for batch in &batches {
+                raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+                for it in batch {
+                    raw_insert(&raw, it);
+                }
+                raw.execute_batch("COMMIT").unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+    rt.block_on(store.close());
+}
+
+fn bench_reads(c: &mut Criterion, rt: &Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("read.db");
+    let store = rt.block_on(SqliteStore::open(&path)).unwrap();
+    let mapper = mapper();
+    let total = size(100_000, 20_000);
+    let big = Uuid::new_v4();
+    rt.block_on(async {
+        // One aggregate of 10,000 events, then many small ones.
+        for chunk in (1..=10_000u64).collect::<Vec<_>>().chunks(1000) {
+            store
+                .append(chunk.iter().map(|v| item(&mapper, big, *v)).collect())
+                .await
+                .unwrap();
+        }
+        for _ in 0..(total - 10_000) / 1000 {
+            let items = (0..100).flat_map(|_| {
+                let id = Uuid::new_v4();
+                (1..=10).map(move |v| (id, v))
+            });
+            store
+                .append(items.map(|(id, v)| item(&mapper, id, v)).collect())
+                .await
+                .unwrap();
+        }
+    });
+    let raw = raw_connection(&path, Synchronous::Full);
+
+    let mut g = c.benchmark_group("sqlite-d-notifications");
+    g.throughput(Throughput::Elements(total as u64));
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    g.bench_function("eventsmith", |b| {
+        b.to_async(rt).iter(|| async {
+            let mut after = 0;
+            let mut decoded = 0;
+            loop {
+                let page = store.select_notifications(after, 1000, &[]).await.unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for n in &page {
+                    mapper.decode(&n.item).unwrap();
+                    decoded += 1;
+                }
+            }
+            assert_eq!(decoded, total);
+        })
+    });
+    g.bench_function("raw", |b| {
+        b.iter(|| {
+            let mut stmt = raw
+                .prepare_cached("SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1 ORDER BY notification_id LIMIT 1000")
+                .unwrap();
+            let mut after = 0i64;
+            let mut read = 0;
+            loop {
+                let rows: Vec<RawNotification> = stmt
+                    .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let Some(last) = rows.last() else { break };
+                after = last.4;
+                read += rows.len();
+            }
+            assert_eq!(read, total);
+        })
+    });
+    g.finish();
+
+    let repo = Repository::<Account, _>::new(EventStore::new(store.clone(), self::mapper()));
+    let mut g = c.benchmark_group("sqlite-e-load-10000");
+    g.throughput(Throughput::Elements(10_000));
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    g.bench_function("eventsmith", |b| {
+        b.to_async(rt)
+            .iter(|| async { assert_eq!(repo.get(big).await.unwrap().version(), 10_000) })
+    });
+    g.bench_function("raw", |b| {
+        b.iter(|| {
+            let mut stmt = raw
+                .prepare_cached("SELECT sequence_id, position, topic, payload FROM integer_items WHERE sequence_id = ?1 ORDER BY position")
+                .unwrap();
+            let items: Vec<IntegerSequencedItem> = stmt
+                .query_map([big.as_bytes()], |r| {
+                    let id: Vec<u8> = r.get(0)?;
+                    Ok(SequencedItem { sequence_id: Uuid::from_slice(&id).unwrap(), position: r.get::<_, i64>(1)? as u64, topic: r.get(2)?, payload: r.get(3)? })
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let decoded: Vec<_> = items.iter().map(|i| mapper.decode(i).unwrap()).collect();
+            assert_eq!(decoded.len(), 10_000);
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("sqlite-g-point-read");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("eventsmith", |b| {
+        b.to_async(rt)
+            .iter(|| async { store.latest(big).await.unwrap().unwrap() })
+    });
+    g.bench_function("raw", |b| {
+        b.iter(|| {
+            let mut stmt = raw
+                .prepare_cached("SELECT sequence_id, position, topic, payload FROM integer_items WHERE sequence_id = ?1 ORDER BY position DESC LIMIT 1")
+                .unwrap();
+            stmt.query_row([big.as_bytes()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?)))
+                .unwrap()
+        })
+    });
+    g.finish();
+    rt.block_on(store.close());
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    bench_writes(c, &rt, Synchronous::Full, "full");
+    bench_writes(c, &rt, Synchronous::Normal, "normal");
+    bench_reads(c, &rt);
+}
+
+criterion_group! { name = sqlite; config = eventsmith_benches::criterion(); targets = benches }
+criterion_main!(sqlite);

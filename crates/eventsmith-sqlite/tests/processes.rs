@@ -1,0 +1,321 @@
+//! Tests with real OS processes on one SQLite file (a custom harness: the binary re-runs
+//! itself as the child process).
+//!
+//! - `two_processes_race_for_each_position`: two processes race to append the next version
+//!   of one sequence; exactly one wins each position, the other gets the typed conflict.
+//! - `kill_9_never_loses_an_acknowledged_batch`: a child appends batches in a loop and reports
+//!   each acknowledged batch over a pipe; it is killed with SIGKILL at random moments, 20 times,
+//!   and after each kill the file is reopened and checked: every batch all-or-nothing, every
+//!   acknowledged batch present, notification ids increasing with no batch interleaved.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventsmith_core::{AppendError, ItemStore, Select, SequencedItem, StoreError};
+use eventsmith_sqlite::SqliteStore;
+use rand::Rng;
+use uuid::Uuid;
+
+const BATCH: u64 = 5;
+const KILLS: usize = 20;
+const RACE_POSITIONS: u64 = 200;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--child-race") => {
+            return child_race(Path::new(&args[2]), args[3].parse().unwrap(), &args[4]);
+        }
+        Some("--child-crash") => return child_crash(Path::new(&args[2])),
+        _ => {}
+    }
+    let tests: [(&str, fn()); 2] = [
+        (
+            "two_processes_race_for_each_position",
+            two_processes_race_for_each_position,
+        ),
+        (
+            "kill_9_never_loses_an_acknowledged_batch",
+            kill_9_never_loses_an_acknowledged_batch,
+        ),
+    ];
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
+    let start = Instant::now();
+    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
+    println!("\nrunning {} tests", tests.len());
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            filtered += 1;
+            continue;
+        }
+        let outcome = std::panic::catch_unwind(test);
+        println!(
+            "test {name} ... {}",
+            if outcome.is_ok() { "ok" } else { "FAILED" }
+        );
+        if outcome.is_ok() {
+            passed += 1
+        } else {
+            failed += 1
+        }
+    }
+    let status = if failed == 0 { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {status}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        start.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
+
+/// Appends the next version of `sequence` until it reaches `RACE_POSITIONS`, printing
+/// `won P` or `lost P` for every attempt.
+fn child_race(path: &Path, sequence: Uuid, name: &str) {
+    runtime().block_on(async {
+        let store = SqliteStore::open(path).await.unwrap();
+        let mut out = std::io::stdout().lock();
+        loop {
+            let latest = store
+                .latest(sequence)
+                .await
+                .unwrap()
+                .map_or(0, |i| i.position);
+            if latest >= RACE_POSITIONS {
+                break;
+            }
+            let next = latest + 1;
+            let item = SequencedItem {
+                sequence_id: sequence,
+                position: next,
+                topic: "race".into(),
+                payload: name.as_bytes().to_vec(),
+            };
+            match store.append(vec![item]).await {
+                Ok(_) => writeln!(out, "won {next}").unwrap(),
+                Err(AppendError::Conflict {
+                    sequence_id,
+                    position,
+                }) => {
+                    assert_eq!((sequence_id, position), (sequence, next.into()));
+                    writeln!(out, "lost {next}").unwrap()
+                }
+                // Another process held the lock past the busy timeout: typed and retryable.
+                Err(AppendError::Store(e @ StoreError::Busy { .. })) => {
+                    assert!(e.is_retryable());
+                    writeln!(out, "busy {next}").unwrap()
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+    });
+}
+
+fn two_processes_race_for_each_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.db");
+    // Create the schema once, so the children race on appends rather than on creation.
+    runtime().block_on(async { SqliteStore::open(&path).await.unwrap().close().await });
+    let sequence = Uuid::new_v4();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let child = Command::new(&exe)
+                .args([
+                    "--child-race",
+                    path.to_str().unwrap(),
+                    &sequence.to_string(),
+                    name,
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (name, child)
+        })
+        .collect();
+    let mut wins: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    let mut losses = 0;
+    for (name, child) in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "child {name} failed");
+        for line in String::from_utf8(output.stdout).unwrap().lines() {
+            let (what, position) = line.split_once(' ').unwrap();
+            let position: u64 = position.parse().unwrap();
+            match what {
+                "won" => wins.entry(position).or_default().push(name),
+                "lost" => losses += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        wins.keys().copied().collect::<Vec<_>>(),
+        (1..=RACE_POSITIONS).collect::<Vec<_>>()
+    );
+    for (position, winners) in &wins {
+        assert_eq!(winners.len(), 1, "position {position} won by {winners:?}");
+    }
+    let stored = runtime().block_on(async {
+        SqliteStore::open(&path)
+            .await
+            .unwrap()
+            .select(sequence, &Select::all())
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        stored.len() as u64,
+        RACE_POSITIONS,
+        "nothing lost or duplicated"
+    );
+    for item in stored {
+        assert_eq!(
+            item.payload,
+            wins[&item.position][0].as_bytes(),
+            "the winner's item is stored"
+        );
+    }
+    eprintln!("race: {RACE_POSITIONS} positions, {losses} typed conflicts");
+}
+
+/// Appends batches of fresh sequences forever, printing `ack ID START END` once acknowledged.
+fn child_crash(path: &Path) {
+    runtime().block_on(async {
+        let store = SqliteStore::open(path).await.unwrap();
+        let mut out = std::io::stdout().lock();
+        loop {
+            let id = Uuid::new_v4();
+            let batch = (1..=BATCH)
+                .map(|p| SequencedItem {
+                    sequence_id: id,
+                    position: p,
+                    topic: "crash".into(),
+                    payload: vec![p as u8; 100],
+                })
+                .collect();
+            let ids = store.append(batch).await.unwrap();
+            writeln!(out, "ack {id} {} {}", ids.start, ids.end).unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+fn kill_9_never_loses_an_acknowledged_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.db");
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::thread_rng();
+    let mut acked: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    for kill in 0..KILLS {
+        let mut child = Command::new(&exe)
+            .args(["--child-crash", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => lines.push(l),
+                    Err(_) => break,
+                }
+            }
+            lines
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(30..300)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for line in reader.join().unwrap() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            if parts.len() == 4 && parts[0] == "ack" {
+                acked.insert(
+                    parts[1].parse().unwrap(),
+                    (parts[2].parse().unwrap(), parts[3].parse().unwrap()),
+                );
+            }
+        }
+        verify(&path, &acked, kill);
+    }
+    eprintln!(
+        "crash: {KILLS} kills survived, {} acknowledged batches checked",
+        acked.len()
+    );
+    assert!(
+        acked.len() > KILLS,
+        "the child acknowledged too few batches to mean anything"
+    );
+}
+
+fn verify(path: &Path, acked: &HashMap<Uuid, (u64, u64)>, kill: usize) {
+    runtime().block_on(async {
+        let store = SqliteStore::open(path)
+            .await
+            .unwrap_or_else(|e| panic!("reopen after kill {kill}: {e}"));
+        let log = store
+            .select_notifications(0, usize::MAX, &[])
+            .await
+            .unwrap();
+        // Ids strictly increase, and each batch's five items are adjacent and in order.
+        assert!(
+            log.windows(2).all(|w| w[0].id < w[1].id),
+            "ids not increasing after kill {kill}"
+        );
+        let mut seen = HashSet::new();
+        for chunk in log.chunks(BATCH as usize) {
+            let id = chunk[0].item.sequence_id;
+            assert_eq!(
+                chunk.len() as u64,
+                BATCH,
+                "partial batch of {id} after kill {kill}"
+            );
+            for (n, notification) in chunk.iter().enumerate() {
+                assert_eq!(
+                    notification.item.sequence_id, id,
+                    "batches interleaved after kill {kill}"
+                );
+                assert_eq!(notification.item.position, n as u64 + 1);
+                assert_eq!(
+                    notification.id,
+                    chunk[0].id + n as u64,
+                    "ids not contiguous in a batch"
+                );
+            }
+            assert!(seen.insert(id), "batch {id} appears twice");
+        }
+        for (id, (start, end)) in acked {
+            assert!(
+                seen.contains(id),
+                "acknowledged batch {id} lost after kill {kill}"
+            );
+            let ids: Vec<u64> = log
+                .iter()
+                .filter(|n| n.item.sequence_id == *id)
+                .map(|n| n.id)
+                .collect();
+            assert_eq!(
+                ids,
+                (*start..*end).collect::<Vec<_>>(),
+                "acknowledged ids changed"
+            );
+        }
+        store.close().await;
+    });
+}

@@ -1,0 +1,281 @@
+//! What only the SQLite store has: files it must not touch, group commit, locks held by other
+//! connections, closing, durability settings.
+
+use std::time::Duration;
+
+use eventsmith_core::{AppendError, ItemStore, Select, SequencedItem, StoreError};
+use eventsmith_sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
+use uuid::Uuid;
+
+fn item(id: Uuid, position: u64) -> eventsmith_core::IntegerSequencedItem {
+    SequencedItem {
+        sequence_id: id,
+        position,
+        topic: "t".into(),
+        payload: vec![position as u8; 100],
+    }
+}
+
+#[tokio::test]
+async fn reopening_a_file_keeps_its_items_and_notification_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let id = Uuid::new_v4();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = store.append(vec![item(id, 1), item(id, 2)]).await.unwrap();
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.select(id, &Select::all()).await.unwrap(),
+        vec![item(id, 1), item(id, 2)]
+    );
+    assert_eq!(store.max_notification_id().await.unwrap(), ids.end - 1);
+    let next = store.append(vec![item(id, 3)]).await.unwrap();
+    assert_eq!(next.start, ids.end);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_the_file_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { detail } if detail.contains("newer")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file must not change"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { detail } if detail.contains("not an eventsmith database")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(
+        !dir.path().join("other.db-wal").exists(),
+        "no WAL file may be created"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.db");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn random_bytes_in_the_middle_of_a_file_give_errors_not_panics() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        store
+            .append((1..=20).map(|p| item(*id, p)).collect())
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle - 8192..middle + 8192] {
+        *b = rng.r#gen();
+    }
+    std::fs::write(&path, bytes).unwrap();
+    // Opening may fail or succeed; reads of damaged pages must fail with a typed error.
+    let store = match SqliteStore::open(&path).await {
+        Ok(store) => store,
+        Err(StoreError::Corrupt { .. } | StoreError::Backend { .. }) => return,
+        Err(e) => panic!("unexpected error kind on open: {e}"),
+    };
+    let mut errors = 0;
+    for id in &ids {
+        match store.select(*id, &Select::all()).await {
+            Ok(items) => assert!(items.len() <= 20),
+            Err(StoreError::Corrupt { .. } | StoreError::Backend { .. }) => errors += 1,
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+    }
+    let log = store.select_notifications(0, 10_000, &[]).await;
+    assert!(
+        errors > 0 || log.is_err(),
+        "16 KiB of random bytes went unnoticed"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_every_call() {
+    let store = SqliteStore::memory().await.unwrap();
+    let clone = store.clone();
+    store.close().await;
+    let id = Uuid::new_v4();
+    assert!(matches!(
+        clone.append(vec![item(id, 1)]).await,
+        Err(AppendError::Store(StoreError::Closed))
+    ));
+    assert!(matches!(
+        clone.select(id, &Select::all()).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        clone.max_notification_id().await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        clone.select_notifications(0, 1, &[]).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        clone.append(vec![]).await,
+        Err(AppendError::Store(StoreError::Closed))
+    ));
+    store.close().await; // closing twice is harmless
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_isolates_a_conflicting_batch_from_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("events.db"))
+        .await
+        .unwrap();
+    let taken = Uuid::new_v4();
+    store.append(vec![item(taken, 1)]).await.unwrap();
+    let before = store.commit_stats();
+    // Many appends at once: most are new, every fifth conflicts on `taken`.
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = if i % 5 == 0 { taken } else { Uuid::new_v4() };
+                (i, id, store.append(vec![item(id, 1), item(id, 2)]).await)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (i, id, result) = t.await.unwrap();
+        if i % 5 == 0 {
+            assert!(
+                matches!(result, Err(AppendError::Conflict { sequence_id, .. }) if sequence_id == taken),
+                "{result:?}"
+            );
+        } else {
+            let ids = result.unwrap();
+            assert_eq!(ids.end - ids.start, 2);
+            assert_eq!(
+                store.select(id, &Select::all()).await.unwrap(),
+                vec![item(id, 1), item(id, 2)]
+            );
+        }
+    }
+    assert_eq!(
+        store.select(taken, &Select::all()).await.unwrap(),
+        vec![item(taken, 1)]
+    );
+    let after = store.commit_stats();
+    assert_eq!(after.appends - before.appends, 200);
+    assert!(
+        after.transactions - before.transactions < 200,
+        "200 concurrent appends were never grouped: {before:?} -> {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_is_a_retryable_busy_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteConfig {
+        busy_timeout: Duration::from_millis(100),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let id = Uuid::new_v4();
+    let err = store.append(vec![item(id, 1)]).await.unwrap_err();
+    match &err {
+        AppendError::Store(e @ StoreError::Busy { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // Readers are not blocked by a writer in WAL mode.
+    assert!(store.select(id, &Select::all()).await.unwrap().is_empty());
+    other.execute_batch("ROLLBACK").unwrap();
+    store.append(vec![item(id, 1)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn synchronous_normal_stores_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteConfig {
+        synchronous: Synchronous::Normal,
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let id = Uuid::new_v4();
+    store.append(vec![item(id, 1)]).await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.select(id, &Select::all()).await.unwrap(),
+        vec![item(id, 1)]
+    );
+}
+
+#[tokio::test]
+async fn versions_beyond_i64_are_invalid_items_not_wrapped() {
+    let store = SqliteStore::memory().await.unwrap();
+    let id = Uuid::new_v4();
+    let err = store
+        .append(vec![item(id, 1), item(id, u64::MAX)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::Store(StoreError::InvalidItem { .. })),
+        "{err}"
+    );
+    assert!(store.select(id, &Select::all()).await.unwrap().is_empty());
+    // A bound beyond the range selects as unbounded, not as a negative number.
+    store.append(vec![item(id, 1)]).await.unwrap();
+    assert_eq!(
+        store
+            .select(id, &Select::all().lt(u64::MAX))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
