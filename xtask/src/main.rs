@@ -1,6 +1,9 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
-//! - `test`: the whole test suite (`cargo test --workspace --all-features`);
+//! - `test`: the whole test suite (`cargo test --workspace --all-features`), with a Cassandra
+//!   node started for it when `EVENTSMITH_CASSANDRA` is not set and Java 17 and Maven are here;
+//! - `cassandra start|stop|status`: a throw-away single-node Apache Cassandra 5.0 on
+//!   127.0.0.1:9042, from Maven Central jars (tools/cassandra);
 //! - `bench [--quick]`: every criterion benchmark, then a summary table in BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
@@ -14,8 +17,11 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
+        Some("cassandra") => cassandra(&root, args.get(1).map(String::as_str).unwrap_or("")),
         _ => {
-            eprintln!("usage: cargo xtask test [cargo test args] | bench [--quick]");
+            eprintln!(
+                "usage: cargo xtask test [cargo test args] | bench [--quick] | cassandra start|stop|status"
+            );
             std::process::exit(2)
         }
     }
@@ -40,25 +46,103 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The address the Cassandra tests read, and the one `cassandra start` serves.
+const CASSANDRA_ENV: &str = "EVENTSMITH_CASSANDRA";
+const CASSANDRA_ADDRESS: &str = "127.0.0.1:9042";
+
 fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
-    run(Command::new("cargo")
-        .current_dir(root)
-        .args(["test", "--workspace", "--all-features"])
-        .args(extra))
+    with_cassandra(root, |cassandra| {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root)
+            .args(["test", "--workspace", "--all-features"])
+            .args(extra);
+        if let Some(address) = cassandra {
+            cmd.env(CASSANDRA_ENV, address);
+        }
+        run(&mut cmd)
+    })
+}
+
+/// Runs `f` with the address of a Cassandra node: the one `EVENTSMITH_CASSANDRA` names, one
+/// already listening on 127.0.0.1:9042, or one started for the run (and stopped after). When
+/// none can be had, `f` gets `None`: the Cassandra tests then report that they were skipped,
+/// and fail under CI, where skipping is not allowed.
+fn with_cassandra<T>(
+    root: &Path,
+    f: impl FnOnce(Option<&str>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if let Ok(address) = std::env::var(CASSANDRA_ENV) {
+        return f(Some(&address));
+    }
+    if std::net::TcpStream::connect(CASSANDRA_ADDRESS).is_ok() {
+        eprintln!("xtask: using the Cassandra node already listening on {CASSANDRA_ADDRESS}");
+        return f(Some(CASSANDRA_ADDRESS));
+    }
+    match cassandra(root, "start") {
+        Ok(()) => {
+            let result = f(Some(CASSANDRA_ADDRESS));
+            let stopped = cassandra(root, "stop");
+            let value = result?;
+            stopped?;
+            Ok(value)
+        }
+        Err(e) => {
+            eprintln!(
+                "xtask: no Cassandra node ({e:#}); its tests and benchmarks will say they were skipped"
+            );
+            f(None)
+        }
+    }
+}
+
+fn cassandra(root: &Path, action: &str) -> anyhow::Result<()> {
+    let dir = root.join("tools/cassandra");
+    let script = dir.join("run_cassandra.sh");
+    match action {
+        "start" => {
+            let lib = dir.join("target/cassandra-lib");
+            let has_jars = std::fs::read_dir(&lib).is_ok_and(|entries| {
+                entries.filter_map(Result::ok).any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("cassandra-all-")
+                })
+            });
+            if !has_jars {
+                // Resolves cassandra-all 5.0.x and its dependencies from Maven Central.
+                run(Command::new("mvn")
+                    .current_dir(&dir)
+                    .args(["-B", "-q", "package"]))
+                .context("cannot fetch Cassandra's jars with Maven")?;
+            }
+            run(Command::new("bash").arg(&script).arg("start"))
+        }
+        "stop" | "status" => run(Command::new("bash").arg(&script).arg(action)),
+        other => bail!("usage: cargo xtask cassandra start|stop|status (not {other:?})"),
+    }
 }
 
 fn bench(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let quick = extra.iter().any(|a| a == "--quick");
     let started = std::time::SystemTime::now();
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root)
-        .args(["bench", "--package", "eventsmith-benches", "--all-features"]);
-    if quick {
-        cmd.env("EVENTSMITH_BENCH_QUICK", "1");
-    }
-    run(&mut cmd)?;
+    with_cassandra(root, |cassandra| {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root)
+            .args(["bench", "--package", "eventsmith-benches", "--all-features"]);
+        if quick {
+            cmd.env("EVENTSMITH_BENCH_QUICK", "1");
+        }
+        if let Some(address) = cassandra {
+            cmd.env(CASSANDRA_ENV, address);
+        }
+        run(&mut cmd)
+    })?;
     let rows = collect(&root.join("target/criterion"), started)?;
-    let table = render(&rows);
+    let mut table = render(&rows);
+    table.push_str(&render_cassandra(
+        &root.join("target/criterion/cassandra.json"),
+        started,
+    )?);
     println!("\n{table}");
     std::fs::write(root.join("BENCHMARKS.md"), benchmarks_md(&table, quick))?;
     eprintln!(
@@ -185,6 +269,48 @@ fn render(rows: &[Row]) -> String {
         }
     }
     out
+}
+
+/// The Cassandra section, from the JSON the cassandra bench wrote during this run.
+fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result<String> {
+    let fresh = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return Ok("\nCassandra: not measured in this run (no node).\n".into());
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let writers = report["writers"]
+        .as_array()
+        .context("cassandra.json without writers")?;
+    let single = writers
+        .first()
+        .and_then(|w| w["appends_per_s"].as_f64())
+        .unwrap_or(f64::NAN);
+    let mut out = String::from(
+        "\nCassandra (one real node on this machine; LWT appends of one ~100-byte event; baseline: 1 writer)\n\n\
+         | writers | appends | appends/s | ratio to 1 writer | p50 | p99 |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for w in writers {
+        let rate = w["appends_per_s"].as_f64().unwrap_or(f64::NAN);
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2}x | {:.2} ms | {:.2} ms |\n",
+            w["writers"],
+            w["appends"],
+            human(rate),
+            rate / single,
+            w["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            w["p99_ms"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    let load = &report["load_10000"];
+    out.push_str(&format!(
+        "\nLoading one aggregate of 10,000 events (select + decode): {:.1} ms median ({}).\n",
+        load["median_ms"].as_f64().unwrap_or(f64::NAN),
+        human(load["events_per_s"].as_f64().unwrap_or(f64::NAN))
+    ));
+    Ok(out)
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> String {

@@ -62,6 +62,22 @@ pub enum StoreError {
         /// What was found, and where.
         detail: String,
     },
+    /// The store's configuration is invalid (a bad URL, keyspace name or option); nothing
+    /// was done.
+    #[error("invalid event store configuration: {detail}")]
+    Config {
+        /// What is wrong, and where.
+        detail: String,
+    },
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to the event store at {address}: {source}")]
+    Unreachable {
+        /// The address tried.
+        address: String,
+        /// Why it failed.
+        #[source]
+        source: BoxError,
+    },
     /// Any other backend failure.
     #[error("event store backend failed: {source}")]
     Backend {

@@ -89,6 +89,7 @@ impl ItemStore for MemoryStore {
         Capabilities {
             notifications: Support::Yes,
             timestamped: Support::Yes,
+            cross_sequence_batches: Support::Yes,
         }
     }
 

@@ -30,6 +30,10 @@ pub struct Capabilities {
     pub notifications: Support,
     /// Timestamp-sequenced items.
     pub timestamped: Support,
+    /// One atomic append holding items of several sequences. Repositories never need it
+    /// (they append one aggregate at a time); a store without it fails such a batch with
+    /// [`StoreError::Unsupported`] and writes nothing.
+    pub cross_sequence_batches: Support,
 }
 
 /// A store of sequenced items: the one trait every backend implements.

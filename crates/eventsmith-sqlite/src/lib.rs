@@ -592,6 +592,7 @@ impl ItemStore for SqliteStore {
         Capabilities {
             notifications: Support::Yes,
             timestamped: Support::Yes,
+            cross_sequence_batches: Support::Yes,
         }
     }
 

@@ -157,10 +157,27 @@ pub async fn duplicate_position_conflicts<S: ItemStore>(store: S) {
     assert_eq!(select_all(&store, id).await, items(id, [1, 2]));
 }
 
-/// A batch [conflicting, new, new] stores nothing.
+/// A batch [conflicting, new, new] stores nothing (items of one sequence, plus one of
+/// another sequence where the store offers cross-sequence batches).
 pub async fn conflicting_batch_stores_nothing<S: ItemStore>(store: S) {
     let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
     store.append(items(id, [1])).await.unwrap();
+    if let Support::Missing { reason } = store.capabilities().cross_sequence_batches {
+        let mixed = vec![item(id, 2, "test.Item"), item(other, 1, "test.Item")];
+        let result = store.append(mixed).await;
+        assert!(
+            matches!(
+                result,
+                Err(AppendError::Store(StoreError::Unsupported { .. }))
+            ),
+            "{result:?}"
+        );
+        assert!(select_all(&store, other).await.is_empty());
+        eprintln!("cross-sequence part not applicable, capability missing: {reason}");
+        assert_conflict(store.append(items(id, [1, 2, 3])).await, id, 1u64);
+        assert_eq!(select_all(&store, id).await, items(id, [1]));
+        return;
+    }
     let mut batch = items(id, [1, 2]);
     batch.push(item(other, 1, "test.Item"));
     assert_conflict(store.append(batch).await, id, 1u64);

@@ -11,6 +11,11 @@
 //! The expression is an async block yielding the store under test and a guard that lives as
 //! long as the test (a temporary directory, say). It is evaluated once per test.
 //!
+//! For a store that needs a server, `conformance_suite!(optional EXPR)` takes an async block
+//! yielding `Option<(store, guard)>`; `None` means the server is not configured, and the
+//! fixture must print why the tests were skipped (and fail instead where skipping is not
+//! allowed, as in CI).
+//!
 //! Cases are written to pass on a store shared with other tests running at the same time:
 //! they use fresh sequence ids and read the notification log relative to where it stood.
 //! A store that lacks an optional capability declares it in [`Capabilities`]; the cases of
@@ -51,6 +56,38 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let (store, _guard) = $fixture.await;
+                $crate::cases::$case(store).await;
+            }
+        )+
+    };
+    (optional $fixture:expr) => {
+        $crate::conformance_suite!(@optional_cases $fixture;
+            empty_sequence,
+            positions_are_per_sequence,
+            fields_round_trip,
+            duplicate_position_conflicts,
+            conflicting_batch_stores_nothing,
+            duplicate_within_batch_conflicts,
+            empty_batch_is_noop,
+            select_every_bound_combination,
+            limit_and_order,
+            latest_item,
+            notification_ids_increase_and_are_contiguous,
+            notification_paging,
+            concurrent_batches_do_not_interleave,
+            topic_filters,
+            failed_append_adds_no_notification,
+            racing_writers_one_winner_per_position,
+            timestamped_select_in_order,
+            timestamped_collision_conflicts,
+        );
+    };
+    (@optional_cases $fixture:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                // The fixture prints why it yields nothing (a server that is not configured).
+                let Some((store, _guard)) = $fixture.await else { return };
                 $crate::cases::$case(store).await;
             }
         )+

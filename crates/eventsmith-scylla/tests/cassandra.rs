@@ -1,0 +1,317 @@
+//! What only the Cassandra store has, against the real node: 16 writers racing for each
+//! version, unknown outcomes resolved through a proxy that cuts connections, and typed errors
+//! for bad configuration.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use eventsmith_core::{AppendError, ItemStore, Position, Select, SequencedItem, StoreError};
+use eventsmith_scylla::{CassandraConfig, CassandraStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+fn item(id: Uuid, position: u64, payload: &str) -> eventsmith_core::IntegerSequencedItem {
+    SequencedItem {
+        sequence_id: id,
+        position,
+        topic: "test".into(),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_race_for_each_version_200_rounds() {
+    let Some((store, ())) = common::store().await else {
+        return;
+    };
+    const WRITERS: usize = 16;
+    const ROUNDS: u64 = 200;
+    let id = Uuid::new_v4();
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                for version in 1..=ROUNDS {
+                    barrier.wait().await;
+                    match store
+                        .append(vec![item(id, version, &format!("writer {w}"))])
+                        .await
+                    {
+                        Ok(_) => won.push(version),
+                        Err(AppendError::Conflict {
+                            sequence_id,
+                            position,
+                        }) => {
+                            assert_eq!((sequence_id, position), (id, Position::Version(version)))
+                        }
+                        Err(e) => panic!("writer {w} at version {version}: {e}"),
+                    }
+                }
+                (w, won)
+            })
+        })
+        .collect();
+    let mut winners = BTreeMap::new();
+    for t in tasks {
+        let (w, won) = t.await.unwrap();
+        for v in won {
+            assert!(winners.insert(v, w).is_none(), "two winners at version {v}");
+        }
+    }
+    assert_eq!(winners.len() as u64, ROUNDS, "a version without a winner");
+    let stored = store.select(id, &Select::all()).await.unwrap();
+    assert_eq!(stored.len() as u64, ROUNDS, "lost or duplicated");
+    for it in stored {
+        assert_eq!(
+            it.payload,
+            format!("writer {}", winners[&it.position]).into_bytes()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_two_sequences_is_refused_and_writes_nothing() {
+    let Some((store, ())) = common::store().await else {
+        return;
+    };
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let err = store
+        .append(vec![item(a, 1, "x"), item(b, 1, "y")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::Store(StoreError::Unsupported { .. })),
+        "{err}"
+    );
+    assert!(store.select(a, &Select::all()).await.unwrap().is_empty());
+    assert!(store.select(b, &Select::all()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_configuration_and_unreachable_nodes_are_typed_errors() {
+    for bad in ["", "1abc", "has-dash", "spaces here", &"k".repeat(49)] {
+        assert!(
+            matches!(
+                CassandraConfig::new(["127.0.0.1:9042"], bad),
+                Err(StoreError::Config { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        CassandraConfig::new(Vec::<String>::new(), "ks"),
+        Err(StoreError::Config { .. })
+    ));
+    let mut config = CassandraConfig::new(["127.0.0.1:1"], "ks").unwrap();
+    config.connect_timeout = Duration::from_secs(2);
+    let err = CassandraStore::connect(config).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unreachable { address, .. } if address == "127.0.0.1:1"),
+        "{err}"
+    );
+    if let Some(address) = common::address() {
+        // A keyspace without the tables is named in the error.
+        let err =
+            CassandraStore::connect(CassandraConfig::new([address], "no_such_keyspace").unwrap())
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Config { detail } if detail.contains("no_such_keyspace")),
+            "{err}"
+        );
+    }
+}
+
+/// What the proxy does to the next EXECUTE or BATCH request that carries the marker (the
+/// driver sends other requests of its own on its connections).
+const PASS: u8 = 0;
+/// Forward the request, let the server answer, then cut the connection before the answer
+/// reaches the driver: the append happened, the driver does not know.
+const CUT_AFTER_REQUEST: u8 = 1;
+/// Cut the connection instead of forwarding the request: the append never happened.
+const CUT_BEFORE_REQUEST: u8 = 2;
+
+/// A TCP proxy in front of Cassandra that understands just enough of the CQL frame header
+/// (9 bytes: version, flags, stream, opcode, body length) to cut a connection around one request.
+struct Proxy {
+    address: SocketAddr,
+    mode: Arc<AtomicU8>,
+    cuts: Arc<AtomicUsize>,
+}
+
+/// The bytes that mark the request to cut: payloads of the appends under test contain them.
+const MARKER: &[u8] = b"cut here";
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (mode, cuts) = (Arc::new(AtomicU8::new(PASS)), Arc::new(AtomicUsize::new(0)));
+        let (m, c) = (mode.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                tokio::spawn(relay(client, server, m.clone(), c.clone()));
+            }
+        });
+        Proxy {
+            address,
+            mode,
+            cuts,
+        }
+    }
+}
+
+async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cuts: Arc<AtomicUsize>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let answers =
+        tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+    let mut header = [0u8; 9];
+    loop {
+        if client_read.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes(header[5..9].try_into().unwrap()) as usize;
+        let mut body = vec![0; len];
+        if client_read.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        let is_write = matches!(header[4], 0x0A | 0x0D); // EXECUTE, BATCH
+        let marked = is_write && body.windows(MARKER.len()).any(|w| w == MARKER);
+        let action = if marked {
+            mode.swap(PASS, Ordering::SeqCst)
+        } else {
+            PASS
+        };
+        if action == PASS {
+            if server_write.write_all(&header).await.is_err()
+                || server_write.write_all(&body).await.is_err()
+            {
+                break;
+            }
+            continue;
+        }
+        cuts.fetch_add(1, Ordering::SeqCst);
+        // Stop relaying answers first, so that none reaches the driver.
+        answers.abort();
+        if action == CUT_AFTER_REQUEST {
+            let _ = server_write.write_all(&header).await;
+            let _ = server_write.write_all(&body).await;
+            // Give the server time to apply the request before the connection goes.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        break;
+    }
+    answers.abort();
+}
+
+async fn proxied_store() -> Option<(CassandraStore, Proxy)> {
+    let (_, ()) = common::store().await?; // creates the keyspace
+    let address = common::address()?;
+    let upstream: SocketAddr = tokio::net::lookup_host(&address)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let mut config = CassandraConfig::new([proxy.address.to_string()], common::keyspace()).unwrap();
+    // The node announces its own address; route the driver's pool through the proxy too.
+    config.address_map = HashMap::from([(upstream, proxy.address), (proxy.address, proxy.address)]);
+    let store = CassandraStore::connect(config).await.unwrap();
+    Some((store, proxy))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_answer_is_lost_is_resolved_as_applied() {
+    let Some((store, proxy)) = proxied_store().await else {
+        return;
+    };
+    for batch in [1u64, 3] {
+        let id = Uuid::new_v4();
+        let items: Vec<_> = (1..=batch)
+            .map(|v| item(id, v, "lost answer, cut here"))
+            .collect();
+        proxy.mode.store(CUT_AFTER_REQUEST, Ordering::SeqCst);
+        let cuts = proxy.cuts.load(Ordering::SeqCst);
+        store
+            .append(items.clone())
+            .await
+            .expect("the append applied; the store must find that out");
+        assert_eq!(
+            proxy.cuts.load(Ordering::SeqCst),
+            cuts + 1,
+            "the proxy cut the connection"
+        );
+        assert_eq!(
+            store.select(id, &Select::all()).await.unwrap(),
+            items,
+            "written exactly once"
+        );
+        // It really is there: appending the same versions again conflicts.
+        let again = store.append(items).await.unwrap_err();
+        assert!(matches!(again, AppendError::Conflict { .. }), "{again}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_request_is_lost_is_resolved_and_sent_again() {
+    let Some((store, proxy)) = proxied_store().await else {
+        return;
+    };
+    let id = Uuid::new_v4();
+    let items = vec![
+        item(id, 1, "lost request, cut here"),
+        item(id, 2, "lost request, cut here"),
+    ];
+    proxy.mode.store(CUT_BEFORE_REQUEST, Ordering::SeqCst);
+    let cuts = proxy.cuts.load(Ordering::SeqCst);
+    store
+        .append(items.clone())
+        .await
+        .expect("not applied, nothing in the way: sent again and applied");
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), cuts + 1);
+    assert_eq!(store.select(id, &Select::all()).await.unwrap(), items);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_over_a_rivals_write_resolves_as_a_conflict() {
+    let Some((store, proxy)) = proxied_store().await else {
+        return;
+    };
+    let Some((direct, ())) = common::store().await else {
+        return;
+    };
+    let id = Uuid::new_v4();
+    direct.append(vec![item(id, 1, "rival")]).await.unwrap();
+    proxy.mode.store(CUT_AFTER_REQUEST, Ordering::SeqCst);
+    let err = store
+        .append(vec![item(id, 1, "mine, cut here")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AppendError::Conflict {
+                position: Position::Version(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        store.select(id, &Select::all()).await.unwrap(),
+        vec![item(id, 1, "rival")]
+    );
+}

@@ -1,0 +1,66 @@
+//! Connecting the tests to the real node named by `EVENTSMITH_CASSANDRA` (host:port), with one
+//! keyspace per test run.
+
+use std::sync::OnceLock;
+
+use eventsmith_scylla::{CassandraConfig, CassandraStore};
+use tokio::sync::OnceCell;
+
+/// The node's address, or `None` (printing why) when the tests cannot run here. Under CI a
+/// missing node is a failure, never a skip.
+pub(crate) fn address() -> Option<String> {
+    match std::env::var("EVENTSMITH_CASSANDRA") {
+        Ok(address) if !address.is_empty() => Some(address),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but EVENTSMITH_CASSANDRA is not: .ci/run must start Cassandra and set it"
+            );
+            eprintln!(
+                "skipped: EVENTSMITH_CASSANDRA is not set; start a node with `cargo xtask cassandra start` and set EVENTSMITH_CASSANDRA=127.0.0.1:9042"
+            );
+            None
+        }
+    }
+}
+
+/// A keyspace of this test run.
+pub(crate) fn keyspace() -> &'static str {
+    static KEYSPACE: OnceLock<String> = OnceLock::new();
+    KEYSPACE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!(
+            "eventsmith_test_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000
+        )
+    })
+}
+
+/// The configuration of this run's keyspace on `address`.
+pub(crate) fn config(address: &str) -> CassandraConfig {
+    CassandraConfig::new([address], keyspace()).unwrap()
+}
+
+/// A store on this run's keyspace, created once per run; `None` when no node is configured.
+pub(crate) async fn store() -> Option<(CassandraStore, ())> {
+    static SCHEMA: OnceCell<()> = OnceCell::const_new();
+    let address = address()?;
+    let config = config(&address);
+    SCHEMA
+        .get_or_init(|| async {
+            CassandraStore::create_schema(&config)
+                .await
+                .expect("create the test keyspace")
+        })
+        .await;
+    Some((
+        CassandraStore::connect(config)
+            .await
+            .expect("connect to Cassandra"),
+        (),
+    ))
+}
