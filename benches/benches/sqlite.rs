@@ -7,6 +7,7 @@
 //! - d: the whole notification log in pages of 1,000, decoded; raw: the same selects;
 //! - e: loading one aggregate of 10,000 events; raw: select + decode;
 //! - f: workload a with AES-256-GCM and zstd on; the baseline is workload a without them;
+//! - h: loading a 10,000-event aggregate with snapshots every 100 events; baseline: without;
 //! - g: one point read (`latest`), the cost of handing work to the store's threads; raw: the
 //!   same select on the calling thread.
 
@@ -26,6 +27,7 @@ use eventsmith_core::{
     SequencedItem,
 };
 use eventsmith_mapper::{CodecId, Encrypt, EventMapper};
+use eventsmith_snapshot::SnapshotRepository;
 use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use rusqlite::{Connection, params};
 use tokio::runtime::Runtime;
@@ -321,6 +323,33 @@ fn bench_reads(c: &mut Criterion, rt: &Runtime) {
             let decoded: Vec<_> = items.iter().map(|i| mapper.decode(i).unwrap()).collect();
             assert_eq!(decoded.len(), 10_000);
         })
+    });
+    g.finish();
+
+    // h: the same 10,000-event aggregate, with a snapshot every 100 events (the latest at
+    // version 10,000) against no snapshots; the baseline is the plain load.
+    let snapshots = SnapshotRepository::<Account, _>::new(
+        Repository::new(EventStore::new(store.clone(), self::mapper())),
+        self::mapper().payloads().clone(),
+    )
+    .every(100);
+    rt.block_on(async {
+        let mut root = snapshots.repository().get(big).await.unwrap();
+        snapshots.take_snapshot(big).await.unwrap();
+        // One more event, so the load reads a snapshot and replays what follows it.
+        root.execute(|_| Ok::<_, Infallible>([credit(10_001)]))
+            .unwrap();
+        snapshots.save(&mut root).await.unwrap();
+    });
+    let mut g = c.benchmark_group("sqlite-h-load-10000-snapshots");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("snapshots", |b| {
+        b.to_async(rt)
+            .iter(|| async { assert_eq!(snapshots.get(big).await.unwrap().version(), 10_001) })
+    });
+    g.bench_function("plain", |b| {
+        b.to_async(rt)
+            .iter(|| async { assert_eq!(repo.get(big).await.unwrap().version(), 10_001) })
     });
     g.finish();
 

@@ -26,7 +26,7 @@ eventsmith_core::domain_events! {
 }
 
 /// A running total.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 pub struct Account {
     /// Sum of amounts.
     pub total: u64,
@@ -41,6 +41,10 @@ impl Aggregate for Account {
         self.total += c.amount;
         self.credits += 1;
     }
+}
+
+impl eventsmith_snapshot::SnapshotState for Account {
+    const SNAPSHOT_TOPIC: &'static str = "bench.AccountSnapshot";
 }
 
 /// A credit of one with a note padding it to about 100 bytes.

@@ -213,7 +213,12 @@ fn collect(dir: &Path, since: std::time::SystemTime) -> anyhow::Result<Vec<Row>>
 
 /// The goal of a group, as the lowest acceptable ratio of measured to baseline rate.
 fn goal(group: &str) -> Option<(f64, &'static str)> {
-    let goals: [(&str, f64, &str); 6] = [
+    let goals: [(&str, f64, &str); 7] = [
+        (
+            "h-load-10000-snapshots",
+            20.0,
+            ">= 20x faster with snapshots",
+        ),
         ("a-commands", 0.7, ">= 0.7x raw one-insert transactions"),
         (
             "b-commands-8-tasks",
@@ -378,6 +383,8 @@ schema and pragmas.
   the same selects without decoding.
 - **e-load-10000**: load one aggregate of 10,000 events; baseline: select + decode.
 - **f-commands-cipher**: workload a with AES-256-GCM and zstd on; baseline: workload a.
+- **h-load-10000-snapshots**: the e aggregate (plus one event) loaded from a snapshot taken
+  every 100 events; baseline: the same load without snapshots.
 - **g-point-read**: one `latest` read through the store's threads against the same select
   on the calling thread: the price of never blocking the async runtime.
 - **codec-SIZE-CODEC**: encode + decode of one event; baseline: the plain codec.

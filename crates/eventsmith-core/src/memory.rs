@@ -10,7 +10,7 @@ use crate::error::{AppendError, StoreError};
 use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
-use crate::store::{Capabilities, ItemStore, Support, check_batch_unique};
+use crate::store::{Capabilities, ItemStore, SnapshotStore, Support, check_batch_unique};
 
 /// A thread-safe store held in memory; clones share the same data.
 ///
@@ -28,6 +28,7 @@ struct Inner {
     /// Per sequence: version -> index into `log`.
     sequences: HashMap<Uuid, BTreeMap<Version, usize>>,
     timestamped: HashMap<Uuid, BTreeMap<Timestamp, TimestampSequencedItem>>,
+    snapshots: HashMap<Uuid, BTreeMap<Version, IntegerSequencedItem>>,
 }
 
 impl MemoryStore {
@@ -197,5 +198,29 @@ impl ItemStore for MemoryStore {
             Some(seq) => select_range(seq, query, Clone::clone),
             None => Vec::new(),
         })
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
+        self.lock()
+            .snapshots
+            .entry(snapshot.sequence_id)
+            .or_default()
+            .insert(snapshot.position, snapshot);
+        Ok(())
+    }
+
+    async fn latest_snapshot(
+        &self,
+        sequence_id: Uuid,
+        lte: Option<Version>,
+    ) -> Result<Option<IntegerSequencedItem>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.snapshots.get(&sequence_id).and_then(|s| {
+            s.range(..=lte.unwrap_or(Version::MAX))
+                .next_back()
+                .map(|(_, item)| item.clone())
+        }))
     }
 }

@@ -103,6 +103,25 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<TimestampSequencedItem>, StoreError>> + Send;
 }
 
+/// Storage of snapshots: items whose sequence id is an aggregate id and whose position is the
+/// version the snapshot was taken at. Writing a snapshot at a version that has one replaces it
+/// (a snapshot is a pure function of the events up to its version, so both are equal).
+pub trait SnapshotStore: Clone + Send + Sync + 'static {
+    /// Stores a snapshot.
+    fn write_snapshot(
+        &self,
+        snapshot: IntegerSequencedItem,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The snapshot of `sequence_id` at the highest version at or below `lte` (any version
+    /// when `None`).
+    fn latest_snapshot(
+        &self,
+        sequence_id: Uuid,
+        lte: Option<Version>,
+    ) -> impl Future<Output = Result<Option<IntegerSequencedItem>, StoreError>> + Send;
+}
+
 /// Checks the batch-local rules every backend shares: no (sequence id, position) twice in one
 /// batch. Returns the conflict a backend must report.
 pub fn check_batch_unique<P: Copy + Eq + std::hash::Hash + Into<crate::Position>>(

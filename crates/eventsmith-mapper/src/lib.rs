@@ -40,6 +40,7 @@
 
 mod codec;
 mod header;
+mod payload;
 mod registry;
 
 use std::collections::HashSet;
@@ -51,13 +52,14 @@ use time::OffsetDateTime;
 
 use eventsmith_core::{
     Compressor, DecodeError, DecodeErrorKind, DomainEvent, EncodeError, Envelope, Event,
-    EventTypes, IntegerSequencedItem, Mapper, PayloadCipher, Position, SequencedItem,
+    EventTypes, IntegerSequencedItem, Mapper, PayloadCipher, Position,
 };
 
 #[cfg(feature = "bincode")]
 pub use codec::Bincode;
 pub use codec::{Codec, CodecId, Json, Postcard};
 pub use header::{FORMAT_VERSION, PayloadHeader};
+pub use payload::Payloads;
 pub use registry::{Registry, RegistryError};
 
 use registry::RegistryBuilder;
@@ -79,7 +81,7 @@ pub enum Encrypt {
 }
 
 impl Encrypt {
-    fn applies_to(&self, topic: &str) -> bool {
+    pub(crate) fn applies_to(&self, topic: &str) -> bool {
         match self {
             Encrypt::None => false,
             Encrypt::All => true,
@@ -91,20 +93,14 @@ impl Encrypt {
 /// Encodes and decodes the events of `E`. Cheap to share behind an `Arc`.
 pub struct EventMapper<E> {
     registry: Registry<E>,
-    codec: CodecId,
-    compressor: Option<Arc<dyn Compressor>>,
-    cipher: Option<Arc<dyn PayloadCipher>>,
-    encrypt: Encrypt,
+    payloads: Payloads,
 }
 
 impl<E> fmt::Debug for EventMapper<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventMapper")
             .field("registry", &self.registry)
-            .field("codec", &self.codec)
-            .field("compressor", &self.compressor.is_some())
-            .field("cipher", &self.cipher.is_some())
-            .field("encrypt", &self.encrypt)
+            .field("payloads", &self.payloads)
             .finish()
     }
 }
@@ -196,23 +192,14 @@ impl<E: DomainEvent> EventMapperBuilder<E> {
     pub fn build(self) -> Result<EventMapper<E>, RegistryError> {
         Ok(EventMapper {
             registry: self.registry.build()?,
-            codec: self.codec,
-            compressor: self.compressor,
-            cipher: self.cipher,
-            encrypt: self.encrypt,
+            payloads: Payloads {
+                codec: self.codec,
+                compressor: self.compressor,
+                cipher: self.cipher,
+                encrypt: self.encrypt,
+            },
         })
     }
-}
-
-/// The associated data that binds an encrypted payload to its place.
-fn associated_data(item_id: (uuid::Uuid, u64), topic: &str, header: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(16 + 8 + 4 + topic.len() + header.len());
-    aad.extend_from_slice(item_id.0.as_bytes());
-    aad.extend_from_slice(&item_id.1.to_be_bytes());
-    aad.extend_from_slice(&(topic.len() as u32).to_be_bytes());
-    aad.extend_from_slice(topic.as_bytes());
-    aad.extend_from_slice(header);
-    aad
 }
 
 impl<E: DomainEvent> EventMapper<E> {
@@ -221,60 +208,31 @@ impl<E: DomainEvent> EventMapper<E> {
         &self.registry
     }
 
+    /// How this mapper writes payloads (for snapshots to be stored the same way).
+    pub fn payloads(&self) -> &Payloads {
+        &self.payloads
+    }
+
     fn encode_inner(&self, envelope: &Envelope<E>) -> Result<IntegerSequencedItem, EncodeError> {
         let topic = envelope.event.topic();
         if !self.registry.knows(topic) {
             return Err(EncodeError::UnknownTopic(topic.to_owned()));
         }
-        let serialize_error = |source| EncodeError::Serialize {
-            topic: topic.to_owned(),
-            source,
-        };
-        let timestamp_nanos = i64::try_from(envelope.timestamp.unix_timestamp_nanos())
-            .map_err(|_| serialize_error("timestamp outside the years 1677 to 2262".into()))?;
-        let mut body = self
-            .codec
-            .encode(&envelope.event)
-            .map_err(serialize_error)?;
-        let mut compressed = false;
-        if let Some(compressor) = &self.compressor
-            && let Some(smaller) = compressor.compress(&body).map_err(EncodeError::Compress)?
-        {
-            body = smaller;
-            compressed = true;
-        }
-        let cipher = self
-            .cipher
-            .as_ref()
-            .filter(|_| self.encrypt.applies_to(topic));
-        let key_id = match cipher {
-            Some(c) => Some(c.current_key_id(envelope.originator_id)?),
-            None => None,
-        };
-        let header = PayloadHeader {
-            codec: self.codec,
-            compressed,
-            key_id,
-            schema_version: envelope.event.schema_version(),
+        let timestamp_nanos =
+            i64::try_from(envelope.timestamp.unix_timestamp_nanos()).map_err(|_| {
+                EncodeError::Serialize {
+                    topic: topic.to_owned(),
+                    source: "timestamp outside the years 1677 to 2262".into(),
+                }
+            })?;
+        self.payloads.seal(
+            envelope.originator_id,
+            envelope.version,
+            topic,
+            envelope.event.schema_version(),
             timestamp_nanos,
-        };
-        let mut payload = Vec::with_capacity(32 + body.len());
-        header
-            .write(&mut payload)
-            .map_err(|e| serialize_error(e.into()))?;
-        if let (Some(cipher), Some(key_id)) = (cipher, &header.key_id) {
-            let aad = associated_data((envelope.originator_id, envelope.version), topic, &payload);
-            let sealed = cipher.encrypt(envelope.originator_id, key_id, &aad, &body)?;
-            payload.extend_from_slice(&sealed);
-        } else {
-            payload.extend_from_slice(&body);
-        }
-        Ok(SequencedItem {
-            sequence_id: envelope.originator_id,
-            position: envelope.version,
-            topic: topic.to_owned(),
-            payload,
-        })
+            &envelope.event,
+        )
     }
 
     fn decode_inner(&self, item: &IntegerSequencedItem) -> Result<Envelope<E>, DecodeErrorKind> {
@@ -282,44 +240,8 @@ impl<E: DomainEvent> EventMapper<E> {
             .registry
             .entry(&item.topic)
             .ok_or(DecodeErrorKind::UnknownTopic)?;
-        let (header, body) = PayloadHeader::parse(&item.payload)?;
-        if !header.codec.is_available() {
-            return Err(DecodeErrorKind::UnknownCodec(header.codec.to_byte()));
-        }
-        let decrypted;
-        let body = match &header.key_id {
-            Some(key_id) => {
-                let cipher = self.cipher.as_ref().ok_or_else(|| {
-                    DecodeErrorKind::Header(
-                        "payload is encrypted but no cipher is configured".into(),
-                    )
-                })?;
-                let header_len = item.payload.len() - body.len();
-                let aad = associated_data(
-                    (item.sequence_id, item.position),
-                    &item.topic,
-                    &item.payload[..header_len],
-                );
-                decrypted = cipher.decrypt(item.sequence_id, key_id, &aad, body)?;
-                &decrypted[..]
-            }
-            None => body,
-        };
-        let decompressed;
-        let body = if header.compressed {
-            let compressor = self.compressor.as_ref().ok_or_else(|| {
-                DecodeErrorKind::Decompress(
-                    "payload is compressed but no compressor is configured".into(),
-                )
-            })?;
-            decompressed = compressor
-                .decompress(body)
-                .map_err(DecodeErrorKind::Decompress)?;
-            &decompressed[..]
-        } else {
-            body
-        };
-        let event = entry.decode(header.codec, header.schema_version, body)?;
+        let (header, body) = self.payloads.open(item)?;
+        let event = entry.decode(header.codec, header.schema_version, &body)?;
         let timestamp =
             OffsetDateTime::from_unix_timestamp_nanos(i128::from(header.timestamp_nanos))
                 .map_err(|e| DecodeErrorKind::Header(format!("timestamp: {e}")))?;

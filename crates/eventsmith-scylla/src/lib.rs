@@ -57,8 +57,8 @@ use uuid::Uuid;
 
 use eventsmith_core::{
     AppendError, BoxError, Capabilities, IntegerSequencedItem, ItemStore, Notification, Position,
-    Select, SequencedItem, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
-    check_batch_unique,
+    Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
+    Version, check_batch_unique,
 };
 
 /// Consistency of commits and reads.
@@ -202,6 +202,8 @@ impl Table {
     }
 }
 
+const SNAPSHOTS: &str = "snapshots";
+
 /// An event store in a Cassandra or ScyllaDB keyspace. Clones share the session.
 #[derive(Clone, Debug)]
 pub struct CassandraStore {
@@ -214,6 +216,7 @@ struct Inner {
     config: CassandraConfig,
     insert: [PreparedStatement; 2],
     resolve: [PreparedStatement; 2],
+    insert_snapshot: PreparedStatement,
     selects: Mutex<HashMap<String, PreparedStatement>>,
 }
 
@@ -312,6 +315,14 @@ impl CassandraStore {
             stmt.set_consistency(config.driver_serial_read());
             resolve.push(stmt);
         }
+        // Snapshots are plain writes: a snapshot at a version is a function of the events up
+        // to it, so concurrent writers write equal rows and the last one may win.
+        let mut insert_snapshot = prepare(format!(
+            "INSERT INTO {}.snapshots (sequence_id, position, topic, state) VALUES (?, ?, ?, ?)",
+            config.keyspace
+        ))
+        .await?;
+        insert_snapshot.set_consistency(config.driver_consistency());
         let array = |v: Vec<PreparedStatement>| -> [PreparedStatement; 2] {
             v.try_into().expect("two tables")
         };
@@ -321,6 +332,7 @@ impl CassandraStore {
                 config,
                 insert: array(insert),
                 resolve: array(resolve),
+                insert_snapshot,
                 selects: Mutex::new(HashMap::new()),
             }),
         })
@@ -360,7 +372,7 @@ impl CassandraStore {
     /// Selects one sequence's rows of `table` within the query's bounds, through every page.
     async fn select_rows(
         &self,
-        table: Table,
+        table: &str,
         sequence_id: Uuid,
         query: &Select<i64>,
     ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
@@ -368,10 +380,8 @@ impl CassandraStore {
             return Ok(Vec::new());
         }
         let ks = &self.inner.config.keyspace;
-        let mut cql = format!(
-            "SELECT position, topic, state FROM {ks}.{} WHERE sequence_id = ?",
-            table.name()
-        );
+        let mut cql =
+            format!("SELECT position, topic, state FROM {ks}.{table} WHERE sequence_id = ?");
         let mut values = vec![CqlValue::Uuid(sequence_id)];
         // Cassandra allows one lower and one upper bound: keep the tighter of each pair.
         let lower = match (query.gt, query.gte) {
@@ -693,7 +703,7 @@ impl ItemStore for CassandraStore {
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
         let rows = self
             .select_rows(
-                Table::Integer,
+                Table::Integer.name(),
                 sequence_id,
                 &to_sql_select(query, version_to_sql),
             )
@@ -751,7 +761,7 @@ impl ItemStore for CassandraStore {
     ) -> Result<Vec<TimestampSequencedItem>, StoreError> {
         let rows = self
             .select_rows(
-                Table::Timestamp,
+                Table::Timestamp.name(),
                 sequence_id,
                 &to_sql_select(query, Timestamp::unix_nanos),
             )
@@ -769,3 +779,53 @@ impl ItemStore for CassandraStore {
 }
 
 const NO_LOG: &str = "Cassandra cannot write an item and a global log entry atomically; a strict LWT-sequenced log would cost two or more Paxos rounds per append on one hot partition (see ARCHITECTURE.md)";
+
+impl SnapshotStore for CassandraStore {
+    async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
+        let position = i64::try_from(snapshot.position).map_err(|_| StoreError::InvalidItem {
+            sequence_id: snapshot.sequence_id,
+            position: snapshot.position.into(),
+            reason: format!("Cassandra bigint positions go up to {}", i64::MAX),
+        })?;
+        self.inner
+            .session
+            .execute_unpaged(
+                &self.inner.insert_snapshot,
+                (
+                    snapshot.sequence_id,
+                    position,
+                    snapshot.topic,
+                    snapshot.payload,
+                ),
+            )
+            .await
+            .map_err(read_error)?;
+        Ok(())
+    }
+
+    async fn latest_snapshot(
+        &self,
+        sequence_id: Uuid,
+        lte: Option<Version>,
+    ) -> Result<Option<IntegerSequencedItem>, StoreError> {
+        let query = Select {
+            lte: lte.map(version_to_sql),
+            limit: Some(1),
+            ..Select::all().descending()
+        };
+        let mut rows = self.select_rows(SNAPSHOTS, sequence_id, &query).await?;
+        rows.pop()
+            .map(|(p, topic, payload)| {
+                let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
+                    detail: format!("negative snapshot position {p} in sequence {sequence_id}"),
+                })?;
+                Ok(SequencedItem {
+                    sequence_id,
+                    position,
+                    topic,
+                    payload,
+                })
+            })
+            .transpose()
+    }
+}

@@ -62,6 +62,7 @@
 //! eventsmith database, fails with [`StoreError::Corrupt`] before anything is written to it.
 
 mod error;
+mod projection;
 mod schema;
 mod worker;
 
@@ -82,10 +83,11 @@ use uuid::Uuid;
 
 use eventsmith_core::{
     AppendError, Capabilities, IntegerSequencedItem, ItemStore, Notification, Select,
-    SequencedItem, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
+    SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
     check_batch_unique,
 };
 
+pub use projection::SqliteProjection;
 pub use schema::SCHEMA_VERSION;
 pub use worker::CommitStats;
 
@@ -712,5 +714,64 @@ impl ItemStore for SqliteStore {
             },
         )
         .await
+    }
+}
+
+impl SnapshotStore for SqliteStore {
+    async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
+        let position = i64::try_from(snapshot.position).map_err(|_| StoreError::InvalidItem {
+            sequence_id: snapshot.sequence_id,
+            position: snapshot.position.into(),
+            reason: format!("SQLite stores versions up to {}", i64::MAX),
+        })?;
+        self.check_open()?;
+        let (tx, rx) = oneshot::channel();
+        let path = self.inner.path.clone();
+        let task: Task = Box::new(move |conn| {
+            let result = conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO snapshots (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(rusqlite::params![
+                        snapshot.sequence_id.as_bytes(),
+                        position,
+                        snapshot.topic,
+                        snapshot.payload
+                    ])
+                })
+                .map(|_| ())
+                .map_err(|e| from_sqlite(e, &path));
+            let _ = tx.send(result);
+        });
+        if !self.send_to_writer(WriterMsg::Run(task)) {
+            return Err(StoreError::Closed);
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn latest_snapshot(
+        &self,
+        sequence_id: Uuid,
+        lte: Option<Version>,
+    ) -> Result<Option<IntegerSequencedItem>, StoreError> {
+        let query = Select {
+            lte,
+            limit: Some(1),
+            ..Select::all().descending()
+        };
+        self.read(move |conn, path| {
+            select_rows(
+                conn,
+                path,
+                "snapshots",
+                sequence_id,
+                &query,
+                version_to_sql,
+                read_integer_row,
+            )
+        })
+        .await
+        .map(|mut rows| rows.pop())
     }
 }

@@ -7,6 +7,9 @@
 //!   each acknowledged batch over a pipe; it is killed with SIGKILL at random moments, 20 times,
 //!   and after each kill the file is reopened and checked: every batch all-or-nothing, every
 //!   acknowledged batch present, notification ids increasing with no batch interleaved.
+//! - `projection_killed_mid_run_rebuilds_the_same_view`: a child runs a projection into a
+//!   table of the same file and is killed with SIGKILL at random moments until it finishes;
+//!   the view then equals one rebuilt from scratch: nothing skipped, nothing applied twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -15,7 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventsmith_core::{AppendError, ItemStore, Select, SequencedItem, StoreError};
-use eventsmith_sqlite::SqliteStore;
+use eventsmith_pubsub::{Projection, project};
+use eventsmith_sqlite::{SqliteProjection, SqliteStore};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -37,9 +41,10 @@ fn main() {
             return child_race(Path::new(&args[2]), args[3].parse().unwrap(), &args[4]);
         }
         Some("--child-crash") => return child_crash(Path::new(&args[2])),
+        Some("--child-project") => return child_project(Path::new(&args[2])),
         _ => {}
     }
-    let tests: [(&str, fn()); 2] = [
+    let tests: [(&str, fn()); 3] = [
         (
             "two_processes_race_for_each_position",
             two_processes_race_for_each_position,
@@ -47,6 +52,10 @@ fn main() {
         (
             "kill_9_never_loses_an_acknowledged_batch",
             kill_9_never_loses_an_acknowledged_batch,
+        ),
+        (
+            "projection_killed_mid_run_rebuilds_the_same_view",
+            projection_killed_mid_run_rebuilds_the_same_view,
         ),
     ];
     if args.iter().any(|a| a == "--list") {
@@ -318,4 +327,122 @@ fn verify(path: &Path, acked: &HashMap<Uuid, (u64, u64)>, kill: usize) {
         }
         store.close().await;
     });
+}
+
+const VIEW_SETUP: &str = "CREATE TABLE IF NOT EXISTS view (sequence_id BLOB PRIMARY KEY, events INTEGER NOT NULL, positions INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS view_fresh (sequence_id BLOB PRIMARY KEY, events INTEGER NOT NULL, positions INTEGER NOT NULL);";
+
+/// A projection counting each sequence's events into `table`. Not idempotent on purpose: an
+/// event applied twice would show.
+fn counting_projection(
+    path: &Path,
+    name: &str,
+    table: &'static str,
+    slow: bool,
+) -> SqliteProjection<
+    impl FnMut(
+        &rusqlite::Transaction<'_>,
+        &eventsmith_core::Notification,
+    ) -> Result<(), eventsmith_core::BoxError>,
+> {
+    SqliteProjection::open(path, name, VIEW_SETUP, move |tx, n| {
+        if slow && n.id % 25 == 0 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        tx.execute(
+            &format!("INSERT INTO {table} (sequence_id, events, positions) VALUES (?1, 1, ?2) ON CONFLICT (sequence_id) DO UPDATE SET events = events + 1, positions = positions + excluded.positions"),
+            rusqlite::params![n.item.sequence_id.as_bytes(), n.item.position as i64],
+        )?;
+        Ok(())
+    })
+    .unwrap()
+}
+
+fn child_project(path: &Path) {
+    runtime().block_on(async {
+        let store = SqliteStore::open(path).await.unwrap();
+        let mut projection = counting_projection(path, "view", "view", true);
+        project(&store, &mut projection, &[], 40).await.unwrap();
+        println!("done");
+    });
+}
+
+fn view(path: &Path, table: &str) -> Vec<(Vec<u8>, i64, i64)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT sequence_id, events, positions FROM {table} ORDER BY sequence_id"
+        ))
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn projection_killed_mid_run_rebuilds_the_same_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("projection.db");
+    let sequences = 300u64;
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        for _ in 0..sequences {
+            let id = Uuid::new_v4();
+            let batch = (1..=10)
+                .map(|p| SequencedItem {
+                    sequence_id: id,
+                    position: p,
+                    topic: "p".into(),
+                    payload: vec![1],
+                })
+                .collect();
+            store.append(batch).await.unwrap();
+        }
+        store.close().await;
+    });
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::thread_rng();
+    let (mut kills, mut finished) = (0, false);
+    while kills < KILLS && !finished {
+        let mut child = Command::new(&exe)
+            .args(["--child-project", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..150)));
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        finished = String::from_utf8_lossy(&output.stdout).contains("done");
+        if !finished {
+            kills += 1;
+        }
+    }
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        // Resume the killed projection to the end, then rebuild another from scratch.
+        let mut resumed = counting_projection(&path, "view", "view", false);
+        project(&store, &mut resumed, &[], 40).await.unwrap();
+        let mut fresh = counting_projection(&path, "fresh", "view_fresh", false);
+        assert_eq!(
+            project(&store, &mut fresh, &[], 1000).await.unwrap(),
+            sequences * 10
+        );
+        assert_eq!(resumed.position(), fresh.position());
+    });
+    let (resumed, fresh) = (view(&path, "view"), view(&path, "view_fresh"));
+    assert_eq!(resumed.len() as u64, sequences);
+    assert!(
+        resumed
+            .iter()
+            .all(|(_, events, positions)| (*events, *positions) == (10, 55)),
+        "an event skipped or applied twice"
+    );
+    assert_eq!(resumed, fresh);
+    eprintln!(
+        "projection: killed {kills} times mid-run; the resumed view equals a rebuild from scratch"
+    );
+    assert!(
+        kills > 0,
+        "the projection finished before it could be killed: slow it down"
+    );
 }

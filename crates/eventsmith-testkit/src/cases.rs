@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use eventsmith_core::{
     AppendError, IntegerSequencedItem, ItemStore, Notification, Position, Select, SequencedItem,
-    StoreError, Support, Timestamp, TimestampSequencedItem, Version,
+    SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -575,4 +575,51 @@ pub async fn timestamped_collision_conflicts<S: ItemStore>(store: S) {
         .append_timestamped(vec![timestamped(Uuid::new_v4(), 10)])
         .await
         .unwrap();
+}
+
+/// The latest snapshot at or before a version is found; other sequences are not mixed in.
+pub async fn snapshots_latest_at_or_before<S: SnapshotStore>(store: S) {
+    let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(store.latest_snapshot(id, None).await.unwrap(), None);
+    for v in [10, 20, 30] {
+        store
+            .write_snapshot(item(id, v, "test.Snapshot"))
+            .await
+            .unwrap();
+    }
+    store
+        .write_snapshot(item(other, 25, "test.Snapshot"))
+        .await
+        .unwrap();
+    let at = |lte: Option<Version>| {
+        let store = store.clone();
+        async move {
+            store
+                .latest_snapshot(id, lte)
+                .await
+                .unwrap()
+                .map(|s| s.position)
+        }
+    };
+    assert_eq!(at(None).await, Some(30));
+    assert_eq!(at(Some(29)).await, Some(20));
+    assert_eq!(at(Some(20)).await, Some(20));
+    assert_eq!(at(Some(9)).await, None);
+    assert_eq!(
+        store.latest_snapshot(id, Some(30)).await.unwrap(),
+        Some(item(id, 30, "test.Snapshot"))
+    );
+}
+
+/// Writing a snapshot again at the same version replaces it.
+pub async fn snapshot_rewrite_replaces<S: SnapshotStore>(store: S) {
+    let id = Uuid::new_v4();
+    store
+        .write_snapshot(item(id, 5, "test.Snapshot"))
+        .await
+        .unwrap();
+    let mut again = item(id, 5, "test.Snapshot.v2");
+    again.payload = b"newer".to_vec();
+    store.write_snapshot(again.clone()).await.unwrap();
+    assert_eq!(store.latest_snapshot(id, None).await.unwrap(), Some(again));
 }

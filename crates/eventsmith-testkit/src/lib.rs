@@ -29,8 +29,14 @@ pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
 /// Expands to one `#[tokio::test]` per conformance case. See the crate docs.
 #[macro_export]
 macro_rules! conformance_suite {
+    (optional $fixture:expr) => {
+        $crate::conformance_suite!(@list optional $fixture);
+    };
     ($fixture:expr) => {
-        $crate::conformance_suite!(@cases $fixture;
+        $crate::conformance_suite!(@list required $fixture);
+    };
+    (@list $mode:ident $fixture:expr) => {
+        $crate::conformance_suite!(@cases $mode $fixture;
             empty_sequence,
             positions_are_per_sequence,
             fields_round_trip,
@@ -49,9 +55,11 @@ macro_rules! conformance_suite {
             racing_writers_one_winner_per_position,
             timestamped_select_in_order,
             timestamped_collision_conflicts,
+            snapshots_latest_at_or_before,
+            snapshot_rewrite_replaces,
         );
     };
-    (@cases $fixture:expr; $($case:ident),+ $(,)?) => {
+    (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
@@ -60,29 +68,7 @@ macro_rules! conformance_suite {
             }
         )+
     };
-    (optional $fixture:expr) => {
-        $crate::conformance_suite!(@optional_cases $fixture;
-            empty_sequence,
-            positions_are_per_sequence,
-            fields_round_trip,
-            duplicate_position_conflicts,
-            conflicting_batch_stores_nothing,
-            duplicate_within_batch_conflicts,
-            empty_batch_is_noop,
-            select_every_bound_combination,
-            limit_and_order,
-            latest_item,
-            notification_ids_increase_and_are_contiguous,
-            notification_paging,
-            concurrent_batches_do_not_interleave,
-            topic_filters,
-            failed_append_adds_no_notification,
-            racing_writers_one_winner_per_position,
-            timestamped_select_in_order,
-            timestamped_collision_conflicts,
-        );
-    };
-    (@optional_cases $fixture:expr; $($case:ident),+ $(,)?) => {
+    (@cases optional $fixture:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {

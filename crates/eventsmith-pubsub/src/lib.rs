@@ -1,0 +1,460 @@
+//! Synchronous, deterministic publish-subscribe for eventsmith, the persistence policy, and
+//! projections that follow the notification log from a checkpoint.
+//!
+//! - [`EventBus`]: handlers subscribe to every event, to topics, or to a predicate, and are
+//!   called in registration order; [`EventBus::publish`] returns only after every handler
+//!   returned. Handlers are async functions, awaited one after the other.
+//! - [`PublishingRepository`]: saves, then publishes what was committed (never before).
+//! - [`PersistencePolicy`]: the classic design where entities publish and a policy persists:
+//!   a subscriber that appends the events it receives to an event store.
+//! - [`Projection`] and [`project`]: a read model that records how far it has read, updated
+//!   together with its output.
+//!
+//! # When a handler fails
+//!
+//! Publishing happens after the commit, so a failing handler cannot undo it: the events are
+//! stored, and the caller learns which handlers failed from [`PublishError`]. The remaining
+//! handlers are still called, in order: one handler's failure does not starve the others (a
+//! handler that must not run after another failed should check for itself). Handlers that
+//! need every event exactly once should be projections reading the notification log, which
+//! resume from their checkpoint after a failure.
+//!
+//! ```
+//! use eventsmith_core::{Envelope, Event};
+//! use eventsmith_pubsub::EventBus;
+//! use std::sync::{Arc, Mutex};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+//! # pub struct Rang;
+//! # impl Event for Rang { const TOPIC: &'static str = "bell.Rang"; }
+//! # eventsmith_core::domain_events! { pub enum BellEvent { Rang(Rang) } }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let bus = EventBus::<BellEvent>::new();
+//! let heard = Arc::new(Mutex::new(0));
+//! let h = heard.clone();
+//! bus.subscribe_topics(&["bell.Rang"], move |events| {
+//!     *h.lock().unwrap() += events.len();
+//!     async { Ok(()) }
+//! });
+//! let event = Envelope { originator_id: uuid::Uuid::nil(), version: 1, timestamp: time::OffsetDateTime::UNIX_EPOCH, event: Rang.into() };
+//! bus.publish(&[event]).await.unwrap();
+//! assert_eq!(*heard.lock().unwrap(), 1);
+//! # }
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use eventsmith_core::{
+    Aggregate, BoxError, DomainEvent, Envelope, EventStore, ItemStore, Notification, Repository,
+    Root, SaveError, StoreError,
+};
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+type Handler<E> = Arc<dyn Fn(Vec<Envelope<E>>) -> HandlerFuture + Send + Sync>;
+type Predicate<E> = Arc<dyn Fn(&Envelope<E>) -> bool + Send + Sync>;
+
+/// Identifies a subscription, to unsubscribe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+enum Filter<E> {
+    All,
+    Topics(HashSet<String>),
+    Where(Predicate<E>),
+}
+
+impl<E: DomainEvent> Filter<E> {
+    fn accepts(&self, e: &Envelope<E>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Topics(topics) => topics.contains(e.event.topic()),
+            Filter::Where(predicate) => predicate(e),
+        }
+    }
+}
+
+struct Subscription<E> {
+    id: SubscriptionId,
+    filter: Arc<Filter<E>>,
+    handler: Handler<E>,
+}
+
+impl<E> Clone for Subscription<E> {
+    fn clone(&self) -> Self {
+        Subscription {
+            id: self.id,
+            filter: self.filter.clone(),
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+/// A publish-subscribe channel for the events of one aggregate type. Clones share subscribers.
+pub struct EventBus<E> {
+    subscriptions: Arc<RwLock<Vec<Subscription<E>>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl<E> Clone for EventBus<E> {
+    fn clone(&self) -> Self {
+        EventBus {
+            subscriptions: self.subscriptions.clone(),
+            next_id: self.next_id.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for EventBus<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.subscriptions.read().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("EventBus")
+            .field("subscriptions", &n)
+            .finish()
+    }
+}
+
+impl<E: DomainEvent> Default for EventBus<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Handlers that failed during one [`EventBus::publish`]; the events were committed anyway.
+#[derive(Debug)]
+pub struct PublishError {
+    /// Each failed subscription and its error, in the order they were called.
+    pub failures: Vec<(SubscriptionId, BoxError)>,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} subscriber(s) failed:", self.failures.len())?;
+        for (id, e) in &self.failures {
+            write!(f, " [subscription {}: {e}]", id.0)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+impl<E: DomainEvent> EventBus<E> {
+    /// A bus without subscribers.
+    pub fn new() -> Self {
+        EventBus {
+            subscriptions: Arc::new(RwLock::new(Vec::new())),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn add<F, Fut>(&self, filter: Filter<E>, handler: F) -> SubscriptionId
+    where
+        F: Fn(Vec<Envelope<E>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::SeqCst));
+        let handler: Handler<E> = Arc::new(move |events| Box::pin(handler(events)));
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Subscription {
+                id,
+                filter: Arc::new(filter),
+                handler,
+            });
+        id
+    }
+
+    /// Subscribes `handler` to every event. It receives the events of one publish together.
+    pub fn subscribe_all<F, Fut>(&self, handler: F) -> SubscriptionId
+    where
+        F: Fn(Vec<Envelope<E>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.add(Filter::All, handler)
+    }
+
+    /// Subscribes `handler` to events of these topics.
+    pub fn subscribe_topics<F, Fut>(&self, topics: &[&str], handler: F) -> SubscriptionId
+    where
+        F: Fn(Vec<Envelope<E>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.add(
+            Filter::Topics(topics.iter().map(|t| (*t).to_owned()).collect()),
+            handler,
+        )
+    }
+
+    /// Subscribes `handler` to the events `predicate` accepts.
+    pub fn subscribe_where<F, Fut>(
+        &self,
+        predicate: impl Fn(&Envelope<E>) -> bool + Send + Sync + 'static,
+        handler: F,
+    ) -> SubscriptionId
+    where
+        F: Fn(Vec<Envelope<E>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.add(Filter::Where(Arc::new(predicate)), handler)
+    }
+
+    /// Removes a subscription; returns whether it existed. A publish already under way still
+    /// calls it.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let mut subs = self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = subs.len();
+        subs.retain(|s| s.id != id);
+        subs.len() != before
+    }
+
+    /// Calls every subscriber whose filter accepts any of `events`, in registration order,
+    /// each with the accepted events, and returns once all have returned. Failures do not stop
+    /// the others; they are returned together.
+    pub async fn publish(&self, events: &[Envelope<E>]) -> Result<(), PublishError> {
+        // Copy the list so that no lock is held while handlers run (they may subscribe).
+        let subscriptions = self
+            .subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut failures = Vec::new();
+        for sub in subscriptions {
+            let accepted: Vec<Envelope<E>> = events
+                .iter()
+                .filter(|e| sub.filter.accepts(e))
+                .cloned()
+                .collect();
+            if accepted.is_empty() {
+                continue;
+            }
+            if let Err(e) = (sub.handler)(accepted).await {
+                failures.push((sub.id, e));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError { failures })
+        }
+    }
+}
+
+/// Why a [`PublishingRepository::save`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishingSaveError<E> {
+    /// Nothing was saved (and so nothing published).
+    Save(SaveError),
+    /// The events were saved; some subscribers failed.
+    Publish {
+        /// The committed events.
+        committed: Vec<Envelope<E>>,
+        /// Which subscribers failed.
+        error: PublishError,
+    },
+}
+
+impl<E> fmt::Display for PublishingSaveError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishingSaveError::Save(e) => e.fmt(f),
+            PublishingSaveError::Publish { committed, error } => {
+                write!(
+                    f,
+                    "{} events were saved, but publishing them failed: {error}",
+                    committed.len()
+                )
+            }
+        }
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for PublishingSaveError<E> {}
+
+/// A repository that publishes the events it commits.
+pub struct PublishingRepository<A: Aggregate, S> {
+    repository: Repository<A, S>,
+    bus: EventBus<A::Event>,
+}
+
+impl<A: Aggregate, S: fmt::Debug> fmt::Debug for PublishingRepository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishingRepository")
+            .field("repository", &self.repository)
+            .finish()
+    }
+}
+
+impl<A: Aggregate, S: ItemStore> PublishingRepository<A, S> {
+    /// Publishes what `repository` commits on `bus`.
+    pub fn new(repository: Repository<A, S>, bus: EventBus<A::Event>) -> Self {
+        PublishingRepository { repository, bus }
+    }
+
+    /// The repository underneath.
+    pub fn repository(&self) -> &Repository<A, S> {
+        &self.repository
+    }
+
+    /// Saves the pending events, then publishes them. Publishing happens only after the commit;
+    /// a subscriber's failure is reported, but the events stay saved.
+    pub async fn save(
+        &self,
+        root: &mut Root<A>,
+    ) -> Result<Vec<Envelope<A::Event>>, PublishingSaveError<A::Event>> {
+        let committed = self
+            .repository
+            .save(root)
+            .await
+            .map_err(PublishingSaveError::Save)?;
+        match self.bus.publish(&committed).await {
+            Ok(()) => Ok(committed),
+            Err(error) => Err(PublishingSaveError::Publish { committed, error }),
+        }
+    }
+}
+
+/// The persistence policy: subscribed to a bus, it appends the events it receives to an event
+/// store, as one atomic batch per publish.
+#[derive(Debug)]
+pub struct PersistencePolicy;
+
+impl PersistencePolicy {
+    /// Subscribes a policy persisting every event published on `bus` (or only `topics`, when
+    /// not empty) to `events`.
+    pub fn subscribe<E: DomainEvent, S: ItemStore>(
+        bus: &EventBus<E>,
+        events: EventStore<E, S>,
+        topics: &[&str],
+    ) -> SubscriptionId {
+        let handler = move |batch: Vec<Envelope<E>>| {
+            let events = events.clone();
+            async move {
+                events
+                    .append(&batch)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Box::new(e) as BoxError)
+            }
+        };
+        if topics.is_empty() {
+            bus.subscribe_all(handler)
+        } else {
+            bus.subscribe_topics(topics, handler)
+        }
+    }
+}
+
+/// A read model built from the notification log, which records how far it has read together
+/// with its output, so that a crash and re-run neither skips nor applies an event twice.
+pub trait Projection {
+    /// The notification id of the last event applied (0 before the first).
+    fn position(&self) -> u64;
+    /// Applies a page of notifications and records the last one's id as the position, as one
+    /// all-or-nothing step.
+    fn apply(&mut self, page: &[Notification]) -> Result<(), BoxError>;
+}
+
+/// Why [`project`] stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// Reading the notification log failed.
+    Store(StoreError),
+    /// The projection failed to apply a page; its position is where it was before the page.
+    Apply(BoxError),
+}
+
+impl fmt::Display for ProjectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProjectionError::Store(e) => write!(f, "cannot read the notification log: {e}"),
+            ProjectionError::Apply(e) => write!(f, "the projection failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProjectionError {}
+
+/// Feeds `projection` every notification after its position, in pages of `page_size`, until it
+/// has caught up; returns how many notifications it applied.
+pub async fn project<S: ItemStore, P: Projection>(
+    store: &S,
+    projection: &mut P,
+    topics: &[&str],
+    page_size: usize,
+) -> Result<u64, ProjectionError> {
+    let mut applied = 0;
+    loop {
+        let page = store
+            .select_notifications(projection.position(), page_size.max(1), topics)
+            .await
+            .map_err(ProjectionError::Store)?;
+        if page.is_empty() {
+            return Ok(applied);
+        }
+        projection.apply(&page).map_err(ProjectionError::Apply)?;
+        applied += page.len() as u64;
+    }
+}
+
+/// A projection whose view lives in memory: `apply` changes a copy of the view, which replaces
+/// the view (with the new position) only when the whole page applied.
+pub struct MemoryProjection<V, F> {
+    view: V,
+    position: u64,
+    apply: F,
+}
+
+impl<V: fmt::Debug, F> fmt::Debug for MemoryProjection<V, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryProjection")
+            .field("view", &self.view)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+impl<V: Clone, F: FnMut(&mut V, &Notification) -> Result<(), BoxError>> MemoryProjection<V, F> {
+    /// A projection starting from `view` at the start of the log.
+    pub fn new(view: V, apply: F) -> Self {
+        MemoryProjection {
+            view,
+            position: 0,
+            apply,
+        }
+    }
+
+    /// The view.
+    pub fn view(&self) -> &V {
+        &self.view
+    }
+}
+
+impl<V: Clone, F: FnMut(&mut V, &Notification) -> Result<(), BoxError>> Projection
+    for MemoryProjection<V, F>
+{
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn apply(&mut self, page: &[Notification]) -> Result<(), BoxError> {
+        let mut next = self.view.clone();
+        for n in page {
+            (self.apply)(&mut next, n)?;
+        }
+        self.view = next;
+        self.position = page.last().map_or(self.position, |n| n.id);
+        Ok(())
+    }
+}

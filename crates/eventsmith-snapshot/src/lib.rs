@@ -1,0 +1,297 @@
+//! Snapshots for eventsmith: an aggregate's state at a version, so that loading it replays
+//! only the events after that version.
+//!
+//! A [`SnapshotRepository`] wraps a [`Repository`]. It takes a snapshot every N events (a
+//! per-aggregate-type setting) and on demand, stores it through the backend's
+//! [`SnapshotStore`], and loads an aggregate from its latest snapshot at or before the
+//! requested version. Snapshots are sealed like events (the same codec, compression and
+//! encryption, from the event mapper's [`Payloads`]).
+//!
+//! ```
+//! use eventsmith_core::{Aggregate, Event, EventStore, MemoryStore, Repository, Root};
+//! use eventsmith_mapper::EventMapper;
+//! use eventsmith_snapshot::{SnapshotRepository, SnapshotState};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+//! pub struct Ticked;
+//! impl Event for Ticked { const TOPIC: &'static str = "clock.Ticked"; }
+//! eventsmith_core::domain_events! { pub enum ClockEvent { Ticked(Ticked) } }
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct Clock { ticks: u64 }
+//! impl Aggregate for Clock {
+//!     type Event = ClockEvent;
+//!     fn apply(&mut self, _: &ClockEvent) { self.ticks += 1 }
+//! }
+//! impl SnapshotState for Clock { const SNAPSHOT_TOPIC: &'static str = "clock.Snapshot"; }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mapper = EventMapper::<ClockEvent>::builder().build()?;
+//! let payloads = mapper.payloads().clone();
+//! let store = MemoryStore::new();
+//! let repo = SnapshotRepository::new(Repository::new(EventStore::new(store.clone(), mapper)), payloads).every(100);
+//! let mut clock = Root::<Clock>::create(uuid::Uuid::new_v4(), Ticked);
+//! for _ in 0..249 { clock.execute(|_| Ok::<_, String>([Ticked]))?; }
+//! repo.save(&mut clock).await?; // versions 1..=250: a snapshot at 250 (it crossed 100 and 200)
+//! use eventsmith_core::SnapshotStore;
+//! assert_eq!(store.latest_snapshot(clock.id(), None).await?.unwrap().position, 250);
+//! assert_eq!(repo.get(clock.id()).await?.state().ticks, 250);
+//! # Ok(()) }
+//! ```
+//!
+//! # Schema evolution
+//!
+//! Each snapshot records [`SnapshotState::STATE_VERSION`]. A snapshot of an older version is
+//! upcast when an upcaster from that version is registered
+//! ([`SnapshotRepository::upcast`]); otherwise it is ignored, a warning is logged (`tracing`),
+//! and the aggregate is rebuilt from its events. An unreadable snapshot never fails a load.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use eventsmith_core::{
+    Aggregate, BoxError, DecodeErrorKind, EncodeError, Envelope, IntegerSequencedItem, ItemStore,
+    LoadError, Repository, Root, RootParts, SaveError, SnapshotStore, StoreError, Version,
+};
+use eventsmith_mapper::{CodecId, Payloads};
+
+/// An aggregate state that can be snapshotted.
+pub trait SnapshotState: Aggregate + Serialize + DeserializeOwned {
+    /// The topic snapshots of this type are stored under.
+    const SNAPSHOT_TOPIC: &'static str;
+    /// The schema version of the state; raise it when the state changes shape.
+    const STATE_VERSION: u32 = 1;
+}
+
+type Upcaster<A> = Box<dyn Fn(CodecId, &[u8]) -> Result<Stored<A>, BoxError> + Send + Sync>;
+
+/// Why a snapshot could not be taken.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The aggregate could not be loaded.
+    Load(LoadError),
+    /// The snapshot could not be encoded.
+    Encode(EncodeError),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Load(e) => write!(f, "cannot snapshot: {e}"),
+            SnapshotError::Encode(e) => write!(f, "cannot encode snapshot: {e}"),
+            SnapshotError::Store(e) => write!(f, "cannot store snapshot: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotError::Load(e) => Some(e),
+            SnapshotError::Encode(e) => Some(e),
+            SnapshotError::Store(e) => Some(e),
+        }
+    }
+}
+
+/// A repository that loads from snapshots and takes them every N events.
+pub struct SnapshotRepository<A: SnapshotState, S> {
+    repository: Repository<A, S>,
+    payloads: Payloads,
+    every: Option<u64>,
+    upcasters: Arc<HashMap<u32, Upcaster<A>>>,
+}
+
+impl<A: SnapshotState, S: Clone> Clone for SnapshotRepository<A, S> {
+    fn clone(&self) -> Self {
+        SnapshotRepository {
+            repository: self.repository.clone(),
+            payloads: self.payloads.clone(),
+            every: self.every,
+            upcasters: self.upcasters.clone(),
+        }
+    }
+}
+
+impl<A: SnapshotState, S: fmt::Debug> fmt::Debug for SnapshotRepository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotRepository")
+            .field("repository", &self.repository)
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a snapshot stores besides the version and id (the item's position and sequence id).
+type Stored<T> = (i64, i64, bool, T);
+
+fn nanos(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn datetime(nanos: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
+    /// Snapshots for `repository`, sealed with `payloads` (usually the event mapper's, so
+    /// snapshots are compressed and encrypted like events). No automatic snapshots until
+    /// [`every`](Self::every) is set.
+    pub fn new(repository: Repository<A, S>, payloads: Payloads) -> Self {
+        SnapshotRepository {
+            repository,
+            payloads,
+            every: None,
+            upcasters: Arc::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a snapshot whenever a save crosses a multiple of `n` events.
+    pub fn every(mut self, n: u64) -> Self {
+        self.every = (n > 0).then_some(n);
+        self
+    }
+
+    /// Reads snapshots of state version `from_version` as `Old` and turns them into the
+    /// current state with `f`.
+    pub fn upcast<Old: DeserializeOwned + 'static>(
+        mut self,
+        from_version: u32,
+        f: impl Fn(Old) -> A + Send + Sync + 'static,
+    ) -> Self {
+        let upcaster: Upcaster<A> = Box::new(move |codec, bytes| {
+            let (created, modified, discarded, old): Stored<Old> =
+                Payloads::decode(codec, bytes).map_err(|e| e.to_string())?;
+            Ok((created, modified, discarded, f(old)))
+        });
+        Arc::get_mut(&mut self.upcasters)
+            .expect("upcasters are registered before the repository is shared")
+            .insert(from_version, upcaster);
+        self
+    }
+
+    /// The plain repository underneath.
+    pub fn repository(&self) -> &Repository<A, S> {
+        &self.repository
+    }
+
+    fn store(&self) -> &S {
+        self.repository.event_store().store()
+    }
+
+    /// The aggregate at its latest version, from its latest snapshot and later events.
+    pub async fn get(&self, id: Uuid) -> Result<Root<A>, LoadError> {
+        self.load(id, None).await
+    }
+
+    /// The aggregate as it was at `version`, from the latest snapshot at or before it.
+    pub async fn get_at(&self, id: Uuid, version: Version) -> Result<Root<A>, LoadError> {
+        self.load(id, Some(version)).await
+    }
+
+    async fn load(&self, id: Uuid, until: Option<Version>) -> Result<Root<A>, LoadError> {
+        let start = match self.store().latest_snapshot(id, until).await? {
+            Some(item) => match self.decode(&item) {
+                Ok(root) => Some(root),
+                Err(reason) => {
+                    tracing::warn!(aggregate = %id, version = item.position, %reason, "ignoring snapshot; rebuilding from events");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.repository.load_from(id, start, until).await
+    }
+
+    /// Decodes a snapshot; any failure is a reason to rebuild from events instead.
+    fn decode(&self, item: &IntegerSequencedItem) -> Result<Root<A>, String> {
+        if item.topic != A::SNAPSHOT_TOPIC {
+            return Err(format!(
+                "topic {:?} is not {:?}",
+                item.topic,
+                A::SNAPSHOT_TOPIC
+            ));
+        }
+        let (header, body) = self.payloads.open(item).map_err(|e| e.to_string())?;
+        let (created, modified, discarded, state) = if header.schema_version == A::STATE_VERSION {
+            Payloads::decode::<Stored<A>>(header.codec, &body).map_err(|e| e.to_string())?
+        } else {
+            let upcaster = self.upcasters.get(&header.schema_version).ok_or_else(|| {
+                DecodeErrorKind::NoUpcaster {
+                    found: header.schema_version,
+                    current: A::STATE_VERSION,
+                }
+                .to_string()
+            })?;
+            upcaster(header.codec, &body).map_err(|e| e.to_string())?
+        };
+        Ok(Root::from_parts(RootParts {
+            id: item.sequence_id,
+            version: item.position,
+            created_on: datetime(created),
+            modified_on: datetime(modified),
+            discarded,
+            state,
+        }))
+    }
+
+    fn encode(&self, root: &Root<A>) -> Result<IntegerSequencedItem, EncodeError> {
+        let stored: Stored<&A> = (
+            nanos(root.created_on()),
+            nanos(root.modified_on()),
+            root.is_discarded(),
+            root.state(),
+        );
+        self.payloads.seal(
+            root.id(),
+            root.version(),
+            A::SNAPSHOT_TOPIC,
+            A::STATE_VERSION,
+            nanos(root.modified_on()),
+            &stored,
+        )
+    }
+
+    /// Saves the pending events; when they cross a multiple of the snapshot interval, also
+    /// writes a snapshot of the new state. The events are committed once this returns `Ok`;
+    /// a snapshot that cannot be written is logged and skipped (it is an optimisation, and the
+    /// next crossing writes one).
+    pub async fn save(&self, root: &mut Root<A>) -> Result<Vec<Envelope<A::Event>>, SaveError> {
+        let before = root.saved_version();
+        let saved = self.repository.save(root).await?;
+        if let Some(n) = self.every
+            && before / n < root.version() / n
+            && let Err(e) = self.write(root).await
+        {
+            tracing::warn!(aggregate = %root.id(), version = root.version(), error = %e, "snapshot not written");
+        }
+        Ok(saved)
+    }
+
+    async fn write(&self, root: &Root<A>) -> Result<(), SnapshotError> {
+        let item = self.encode(root).map_err(SnapshotError::Encode)?;
+        self.store()
+            .write_snapshot(item)
+            .await
+            .map_err(SnapshotError::Store)
+    }
+
+    /// Takes a snapshot of the aggregate's latest version now; returns that version.
+    pub async fn take_snapshot(&self, id: Uuid) -> Result<Version, SnapshotError> {
+        let root = self.get(id).await.map_err(SnapshotError::Load)?;
+        self.write(&root).await?;
+        Ok(root.version())
+    }
+}
