@@ -39,6 +39,8 @@
 //! [`SerialConsistency`] (SERIAL or LOCAL_SERIAL). One store never mixes serial levels on the
 //! same data; give every writer of a keyspace the same configuration.
 
+mod projection;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -54,6 +56,8 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
+
+pub use projection::{CqlParam, CqlWrite};
 
 use eventsmith_core::{
     AppendError, BoxError, Capabilities, IntegerSequencedItem, ItemStore, Notification, Position,
@@ -264,6 +268,9 @@ impl CassandraStore {
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.snapshots (sequence_id uuid, position bigint, topic text, state blob, PRIMARY KEY ((sequence_id), position)) WITH CLUSTERING ORDER BY (position DESC)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.tracking (projection text, sequence_id uuid, position bigint, PRIMARY KEY ((projection), sequence_id))"
             ),
         ];
         for statement in ddl {

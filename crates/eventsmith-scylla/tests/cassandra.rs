@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eventsmith_core::{AppendError, ItemStore, Position, Select, SequencedItem, StoreError};
-use eventsmith_scylla::{CassandraConfig, CassandraStore};
+use eventsmith_scylla::{CassandraConfig, CassandraStore, CqlParam, CqlWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
@@ -314,4 +314,115 @@ async fn a_lost_answer_over_a_rivals_write_resolves_as_a_conflict() {
         store.select(id, &Select::all()).await.unwrap(),
         vec![item(id, 1, "rival")]
     );
+}
+
+/// Projects events into `view` rows (sequence, position, run): a re-applied event would show
+/// a later run number.
+fn view_writes(
+    ks: &str,
+    view: &str,
+    run: i32,
+) -> impl FnMut(&eventsmith_core::IntegerSequencedItem) -> Result<Vec<CqlWrite>, String> {
+    let cql = format!("INSERT INTO {ks}.{view} (sequence_id, position, run) VALUES (?, ?, ?)");
+    move |item| {
+        Ok(vec![CqlWrite {
+            cql: cql.clone(),
+            values: vec![
+                CqlParam::Uuid(item.sequence_id),
+                CqlParam::BigInt(item.position as i64),
+                CqlParam::Int(run),
+            ],
+        }])
+    }
+}
+
+#[tokio::test]
+async fn a_projection_writes_its_output_and_position_together_and_resumes_exactly() {
+    let Some((store, ())) = common::store().await else {
+        return;
+    };
+    let address = common::address().unwrap();
+    let ks = common::keyspace();
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&address)
+        .build()
+        .await
+        .unwrap();
+    let view = format!("view_{}", Uuid::new_v4().simple());
+    session
+        .query_unpaged(format!("CREATE TABLE {ks}.{view} (sequence_id uuid, position bigint, run int, PRIMARY KEY ((sequence_id), position))"), &[])
+        .await
+        .unwrap();
+    session.await_schema_agreement().await.unwrap();
+    let rows = |id: Uuid| {
+        let (session, view) = (&session, &view);
+        async move {
+            let result = session
+                .query_unpaged(
+                    format!("SELECT position, run FROM {ks}.{view} WHERE sequence_id = ?"),
+                    (id,),
+                )
+                .await
+                .unwrap();
+            result
+                .into_rows_result()
+                .unwrap()
+                .rows::<(i64, i32)>()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        }
+    };
+    let name = format!("p{}", Uuid::new_v4().simple());
+    let id = Uuid::new_v4();
+    store
+        .append((1..=5).map(|v| item(id, v, "e")).collect())
+        .await
+        .unwrap();
+
+    // A run that fails on the third event writes nothing, not even the first two.
+    let mut writes = view_writes(ks, &view, 1);
+    let failed = store
+        .project_sequence(&name, id, |i| {
+            if i.position == 3 {
+                Err("crash".to_owned())
+            } else {
+                writes(i)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed, Err("crash".to_owned()));
+    assert!(rows(id).await.is_empty());
+    assert_eq!(store.tracking_position(&name, id).await.unwrap(), 0);
+
+    // The re-run applies all five; a later run only what came after.
+    assert_eq!(
+        store
+            .project_sequence(&name, id, view_writes(ks, &view, 2))
+            .await
+            .unwrap(),
+        Ok(5)
+    );
+    assert_eq!(store.tracking_position(&name, id).await.unwrap(), 5);
+    store
+        .append((6..=7).map(|v| item(id, v, "e")).collect())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .project_sequence(&name, id, view_writes(ks, &view, 3))
+            .await
+            .unwrap(),
+        Ok(2)
+    );
+    assert_eq!(
+        store
+            .project_sequence(&name, id, view_writes(ks, &view, 4))
+            .await
+            .unwrap(),
+        Ok(0)
+    );
+    let expected: Vec<(i64, i32)> = (1..=7).map(|p| (p, if p <= 5 { 2 } else { 3 })).collect();
+    assert_eq!(rows(id).await, expected, "every event applied exactly once");
 }

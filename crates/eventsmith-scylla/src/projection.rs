@@ -1,0 +1,124 @@
+//! Projections on Cassandra. Without a global notification log, a projection follows each
+//! sequence on its own, and records per (projection, sequence) how far it has read. The
+//! output rows and that tracking record are written in one *logged* batch, which Cassandra
+//! applies in full or not at all (atomic, though not isolated), so a crash and a re-run
+//! neither skip nor repeat an event. One runner per projection at a time.
+
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlValue;
+use uuid::Uuid;
+
+use eventsmith_core::{IntegerSequencedItem, ItemStore, Select, StoreError, Version};
+
+use crate::{CassandraStore, backend, read_error};
+
+/// A value bound to a projection's CQL statement.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CqlParam {
+    /// `uuid`.
+    Uuid(Uuid),
+    /// `bigint`.
+    BigInt(i64),
+    /// `int`.
+    Int(i32),
+    /// `text`.
+    Text(String),
+    /// `blob`.
+    Blob(Vec<u8>),
+}
+
+impl From<CqlParam> for CqlValue {
+    fn from(p: CqlParam) -> Self {
+        match p {
+            CqlParam::Uuid(u) => CqlValue::Uuid(u),
+            CqlParam::BigInt(i) => CqlValue::BigInt(i),
+            CqlParam::Int(i) => CqlValue::Int(i),
+            CqlParam::Text(t) => CqlValue::Text(t),
+            CqlParam::Blob(b) => CqlValue::Blob(b),
+        }
+    }
+}
+
+/// One write of a projection's output: a CQL statement (not conditional, not a counter) and
+/// its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CqlWrite {
+    /// The statement, with `?` markers.
+    pub cql: String,
+    /// The values, in marker order.
+    pub values: Vec<CqlParam>,
+}
+
+impl CassandraStore {
+    /// How far `projection` has read `sequence_id` (0 before the first event).
+    pub async fn tracking_position(
+        &self,
+        projection: &str,
+        sequence_id: Uuid,
+    ) -> Result<Version, StoreError> {
+        let cql = format!(
+            "SELECT position FROM {}.tracking WHERE projection = ? AND sequence_id = ?",
+            self.inner.config.keyspace
+        );
+        let result = self
+            .inner
+            .session
+            .query_unpaged(cql, (projection, sequence_id))
+            .await
+            .map_err(read_error)?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        Ok(rows
+            .maybe_first_row::<(i64,)>()
+            .map_err(backend)?
+            .map_or(0, |(p,)| p.max(0) as Version))
+    }
+
+    /// Feeds `project` the events of `sequence_id` after the projection's position, and writes
+    /// the output it returns together with the new position in one logged batch. Returns how
+    /// many events were applied. If `project` fails, nothing of this run is written.
+    pub async fn project_sequence<E>(
+        &self,
+        projection: &str,
+        sequence_id: Uuid,
+        mut project: impl FnMut(&IntegerSequencedItem) -> Result<Vec<CqlWrite>, E>,
+    ) -> Result<Result<u64, E>, StoreError> {
+        let from = self.tracking_position(projection, sequence_id).await?;
+        let items = self.select(sequence_id, &Select::all().gt(from)).await?;
+        let Some(last) = items.last().map(|i| i.position) else {
+            return Ok(Ok(0));
+        };
+        let mut writes = Vec::new();
+        for item in &items {
+            match project(item) {
+                Ok(w) => writes.extend(w),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let ks = &self.inner.config.keyspace;
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(writes.len() + 1);
+        for w in writes {
+            batch.append_statement(w.cql.as_str());
+            values.push(w.values.into_iter().map(CqlValue::from).collect());
+        }
+        batch.append_statement(
+            format!(
+                "INSERT INTO {ks}.tracking (projection, sequence_id, position) VALUES (?, ?, ?)"
+            )
+            .as_str(),
+        );
+        values.push(vec![
+            CqlValue::Text(projection.to_owned()),
+            CqlValue::Uuid(sequence_id),
+            CqlValue::BigInt(last as i64),
+        ]);
+        batch.set_consistency(self.inner.config.driver_consistency());
+        self.inner
+            .session
+            .batch(&batch, values)
+            .await
+            .map_err(read_error)?;
+        Ok(Ok(items.len() as u64))
+    }
+}
