@@ -4,10 +4,10 @@
 //! Run with `cargo run --example worked_example [PATH]`: the events go to the SQLite file at
 //! PATH, or to a file in a fresh temporary directory that is removed afterwards.
 
-use eventsmith_core::{EventStore, LoadError, Repository};
+use eventsmith::EventMapper;
+use eventsmith::SqliteStore;
+use eventsmith::{EventStore, LoadError, Repository};
 use eventsmith_examples::example::{Example, ExampleEvent, create_new_example};
-use eventsmith_mapper::EventMapper;
-use eventsmith_sqlite::SqliteStore;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

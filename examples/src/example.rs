@@ -1,7 +1,7 @@
 //! The classic worked example: an `Example` aggregate with a `foo` attribute that is created,
 //! changes `foo`, and is discarded.
 
-use eventsmith_core::{Aggregate, CommandError, Event, Root};
+use eventsmith::{Aggregate, CommandError, Event, Root};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -33,7 +33,7 @@ impl Event for Discarded {
     const DISCARDS: bool = true;
 }
 
-eventsmith_core::domain_events! {
+eventsmith::domain_events! {
     /// Everything that can happen to an [`Example`].
     pub enum ExampleEvent { Created(Created), FooChanged(FooChanged), Discarded(Discarded) }
 }

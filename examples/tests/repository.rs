@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use eventsmith_core::scenario::given;
-use eventsmith_core::{
+use eventsmith::EventMapper;
+use eventsmith::scenario::given;
+use eventsmith::{
     Application, CommandError, DecodeErrorKind, EventStore, ItemStore, LoadError, MemoryStore,
     ReplayError, Repository, Root, SaveError, SequencedItem,
 };
 use eventsmith_examples::example::{
     Created, Discarded, Example, ExampleError, ExampleEvent, FooChanged, create_new_example,
 };
-use eventsmith_mapper::EventMapper;
 use uuid::Uuid;
 
 fn mapper() -> EventMapper<ExampleEvent> {
@@ -276,10 +276,7 @@ async fn corrupt_payloads_and_unknown_topics_load_as_typed_decode_errors() {
 async fn gaps_and_histories_not_starting_at_version_1_are_replay_errors() {
     let store = MemoryStore::new();
     let id = stored_example(&store).await;
-    let items = store
-        .select(id, &eventsmith_core::Select::all())
-        .await
-        .unwrap();
+    let items = store.select(id, &eventsmith::Select::all()).await.unwrap();
 
     // A history with a gap: versions 1 and 3.
     let gap_id = Uuid::new_v4();
