@@ -105,7 +105,9 @@ pub use item::{
 pub use mapper::{Compressor, Mapper, PayloadCipher};
 pub use memory::MemoryStore;
 pub use repository::{Application, DEFAULT_COMMAND_ATTEMPTS, EventStore, Repository};
-pub use store::{Capabilities, ItemStore, SnapshotStore, Support, check_batch_unique};
+pub use store::{
+    Capabilities, Inventory, ItemKind, ItemStore, SnapshotStore, Support, check_batch_unique,
+};
 
 #[doc(hidden)]
 pub mod __private {

@@ -10,7 +10,9 @@ use crate::error::{AppendError, StoreError};
 use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
-use crate::store::{Capabilities, ItemStore, SnapshotStore, Support, check_batch_unique};
+use crate::store::{
+    Capabilities, Inventory, ItemKind, ItemStore, SnapshotStore, Support, check_batch_unique,
+};
 
 /// A thread-safe store held in memory; clones share the same data.
 ///
@@ -222,5 +224,41 @@ impl SnapshotStore for MemoryStore {
                 .next_back()
                 .map(|(_, item)| item.clone())
         }))
+    }
+}
+
+impl Inventory for MemoryStore {
+    async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        let inner = self.lock();
+        let last = |v: Option<Version>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        Ok(match kind {
+            ItemKind::Integer => inner
+                .sequences
+                .iter()
+                .map(|(id, s)| (*id, last(s.keys().next_back().copied())))
+                .collect(),
+            ItemKind::Timestamped => inner
+                .timestamped
+                .iter()
+                .map(|(id, s)| (*id, s.keys().next_back().map_or(0, |t| t.unix_nanos())))
+                .collect(),
+            ItemKind::Snapshots => inner
+                .snapshots
+                .iter()
+                .map(|(id, s)| (*id, last(s.keys().next_back().copied())))
+                .collect(),
+        })
+    }
+
+    async fn select_snapshots(
+        &self,
+        sequence_id: Uuid,
+    ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .snapshots
+            .get(&sequence_id)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default())
     }
 }

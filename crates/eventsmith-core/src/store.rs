@@ -122,6 +122,34 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<IntegerSequencedItem>, StoreError>> + Send;
 }
 
+/// Which table of a store an inventory lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    /// Integer-sequenced items (aggregates' events).
+    Integer,
+    /// Timestamp-sequenced items.
+    Timestamped,
+    /// Snapshots.
+    Snapshots,
+}
+
+/// What a store holds, for tools that inspect, verify or copy whole stores (the CLI). Not on
+/// any hot path: listing may scan a whole table.
+pub trait Inventory: ItemStore + SnapshotStore {
+    /// Every sequence of one kind with its highest position (a version, or a timestamp's
+    /// nanoseconds), in no particular order.
+    fn list_sequences(
+        &self,
+        kind: ItemKind,
+    ) -> impl Future<Output = Result<Vec<(Uuid, i64)>, StoreError>> + Send;
+
+    /// Every snapshot of one sequence, oldest first.
+    fn select_snapshots(
+        &self,
+        sequence_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<IntegerSequencedItem>, StoreError>> + Send;
+}
+
 /// Checks the batch-local rules every backend shares: no (sequence id, position) twice in one
 /// batch. Returns the conflict a backend must report.
 pub fn check_batch_unique<P: Copy + Eq + std::hash::Hash + Into<crate::Position>>(

@@ -60,6 +60,24 @@ impl Payloads {
         }
     }
 
+    /// Compresses new payloads with `compressor`, and decompresses compressed ones.
+    pub fn with_compressor(mut self, compressor: Arc<dyn Compressor>) -> Self {
+        self.compressor = Some(compressor);
+        self
+    }
+
+    /// Encrypts the payloads `which` selects with `cipher`, and decrypts encrypted ones.
+    pub fn with_cipher(mut self, cipher: Arc<dyn PayloadCipher>, which: Encrypt) -> Self {
+        self.cipher = Some(cipher);
+        self.encrypt = which;
+        self
+    }
+
+    /// Whether encrypted payloads can be opened (a cipher is configured).
+    pub fn can_decrypt(&self) -> bool {
+        self.cipher.is_some()
+    }
+
     /// The codec new payloads are written with.
     pub fn codec(&self) -> CodecId {
         self.codec

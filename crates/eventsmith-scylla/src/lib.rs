@@ -60,9 +60,9 @@ use uuid::Uuid;
 pub use projection::{CqlParam, CqlWrite};
 
 use eventsmith_core::{
-    AppendError, BoxError, Capabilities, IntegerSequencedItem, ItemStore, Notification, Position,
-    Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
-    Version, check_batch_unique,
+    AppendError, BoxError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore,
+    Notification, Position, Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp,
+    TimestampSequencedItem, Version, check_batch_unique,
 };
 
 /// Consistency of commits and reads.
@@ -834,5 +834,77 @@ impl SnapshotStore for CassandraStore {
                 })
             })
             .transpose()
+    }
+}
+
+impl Inventory for CassandraStore {
+    async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        let table = match kind {
+            ItemKind::Integer => Table::Integer.name(),
+            ItemKind::Timestamped => Table::Timestamp.name(),
+            ItemKind::Snapshots => SNAPSHOTS,
+        };
+        // A full scan of the partition keys; then the last position of each partition.
+        let cql = format!(
+            "SELECT DISTINCT sequence_id FROM {}.{table}",
+            self.inner.config.keyspace
+        );
+        let mut stmt = self.inner.session.prepare(cql).await.map_err(backend)?;
+        stmt.set_consistency(self.inner.config.driver_consistency());
+        stmt.set_page_size(1000);
+        let mut ids = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, response) = self
+                .inner
+                .session
+                .execute_single_page(&stmt, (), paging)
+                .await
+                .map_err(read_error)?;
+            for row in result
+                .into_rows_result()
+                .map_err(backend)?
+                .rows::<(Uuid,)>()
+                .map_err(backend)?
+            {
+                ids.push(row.map_err(backend)?.0);
+            }
+            match response.into_paging_control_flow() {
+                std::ops::ControlFlow::Break(()) => break,
+                std::ops::ControlFlow::Continue(next) => paging = next,
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let last = Select {
+                limit: Some(1),
+                ..Select::all().descending()
+            };
+            let rows = self.select_rows(table, id, &last).await?;
+            out.push((id, rows.first().map_or(0, |r| r.0)));
+        }
+        Ok(out)
+    }
+
+    async fn select_snapshots(
+        &self,
+        sequence_id: Uuid,
+    ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
+        let rows = self
+            .select_rows(SNAPSHOTS, sequence_id, &Select::all())
+            .await?;
+        rows.into_iter()
+            .map(|(p, topic, payload)| {
+                let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
+                    detail: format!("negative snapshot position {p} in sequence {sequence_id}"),
+                })?;
+                Ok(SequencedItem {
+                    sequence_id,
+                    position,
+                    topic,
+                    payload,
+                })
+            })
+            .collect()
     }
 }

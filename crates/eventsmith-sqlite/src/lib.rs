@@ -82,9 +82,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use eventsmith_core::{
-    AppendError, Capabilities, IntegerSequencedItem, ItemStore, Notification, Select,
-    SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
-    check_batch_unique,
+    AppendError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore, Notification,
+    Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
+    Version, check_batch_unique,
 };
 
 pub use projection::SqliteProjection;
@@ -773,5 +773,53 @@ impl SnapshotStore for SqliteStore {
         })
         .await
         .map(|mut rows| rows.pop())
+    }
+}
+
+impl Inventory for SqliteStore {
+    async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        let table = match kind {
+            ItemKind::Integer => "integer_items",
+            ItemKind::Timestamped => "timestamp_items",
+            ItemKind::Snapshots => "snapshots",
+        };
+        self.read(move |conn, path| {
+            let sql =
+                format!("SELECT sequence_id, max(position) FROM {table} GROUP BY sequence_id");
+            let mut stmt = conn.prepare(&sql).map_err(|e| from_sqlite(e, path))?;
+            let mut rows = stmt.query([]).map_err(|e| from_sqlite(e, path))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| from_sqlite(e, path))? {
+                let id: Vec<u8> = row.get(0).map_err(|e| from_sqlite(e, path))?;
+                out.push((
+                    read_uuid(&id, path)?,
+                    row.get(1).map_err(|e| from_sqlite(e, path))?,
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn select_snapshots(
+        &self,
+        sequence_id: Uuid,
+    ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
+        self.select_paged(
+            &Select::all(),
+            |i: &IntegerSequencedItem| i.position,
+            move |conn, path, q| {
+                select_rows(
+                    conn,
+                    path,
+                    "snapshots",
+                    sequence_id,
+                    q,
+                    version_to_sql,
+                    read_integer_row,
+                )
+            },
+        )
+        .await
     }
 }
