@@ -4,6 +4,8 @@
 //!   node started for it when `EVENTSMITH_CASSANDRA` is not set and Java 17 and Maven are here;
 //! - `cassandra start|stop|status`: a throw-away single-node Apache Cassandra 5.0 on
 //!   127.0.0.1:9042, from Maven Central jars (tools/cassandra);
+//! - `fuzz [--smoke] [SECONDS]`: every cargo-fuzz target for SECONDS each (60 with `--smoke`),
+//!   on stable Rust (`--sanitizer none`); fails on the first crash, whose input cargo-fuzz keeps;
 //! - `bench [--quick]`: every criterion benchmark, then a summary table in BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
@@ -18,9 +20,10 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("cassandra") => cassandra(&root, args.get(1).map(String::as_str).unwrap_or("")),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [cargo test args] | bench [--quick] | cassandra start|stop|status"
+                "usage: cargo xtask test [cargo test args] | bench [--quick] | cassandra start|stop|status | fuzz [--smoke] [SECONDS]"
             );
             std::process::exit(2)
         }
@@ -42,6 +45,47 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The fuzz targets, in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: [&str; 3] = ["payload_header", "mapper_decode", "store_url"];
+
+fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let seconds: u64 = match args.iter().find(|a| !a.starts_with("--")) {
+        Some(s) => s.parse().context("fuzz time must be a number of seconds")?,
+        None if args.iter().any(|a| a == "--smoke") => 60,
+        None => 600,
+    };
+    let dir = root.join("fuzz");
+    for target in FUZZ_TARGETS {
+        // Stable Rust has no sanitizers: libFuzzer's coverage guidance still works, and Rust's
+        // own checks (bounds, overflow in debug assertions, panics) catch the bugs.
+        let corpus = dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        // Kept crash inputs seed the run, so a regression is found again at once.
+        let regressions = dir.join("regressions").join(target);
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&dir).args([
+            "fuzz",
+            "run",
+            "--sanitizer",
+            "none",
+            "--debug-assertions",
+            target,
+        ]);
+        cmd.arg(&corpus);
+        if regressions.is_dir() {
+            cmd.arg(&regressions);
+        }
+        run(cmd.args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ]))
+        .with_context(|| format!("fuzz target {target} found a crash: its input is in fuzz/artifacts/{target}; copy it to fuzz/regressions/{target}/ to keep it as a test"))?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use eventsmith_mapper::{CodecId, PayloadHeader, Payloads};
 use uuid::Uuid;
 
 use crate::store_error;
-use crate::url::StoreUrl;
+use eventsmith_cli::url::StoreUrl;
 
 pub(crate) async fn stats<S: Inventory>(store: &S, url: &StoreUrl) -> Result<(), String> {
     let sequences = store

@@ -16,7 +16,6 @@
 
 mod copy;
 mod inspect;
-mod url;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +29,7 @@ use eventsmith_scylla::{CassandraConfig, CassandraStore};
 use eventsmith_sqlite::SqliteStore;
 use uuid::Uuid;
 
-use url::StoreUrl;
+use eventsmith_cli::url::StoreUrl;
 
 #[derive(Parser, Debug)]
 #[command(

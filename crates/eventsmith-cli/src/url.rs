@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Where a store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StoreUrl {
+pub enum StoreUrl {
     /// A SQLite file.
     Sqlite(PathBuf),
     /// A fresh in-memory store (empty at every start).

@@ -7,6 +7,10 @@
 //!   each acknowledged batch over a pipe; it is killed with SIGKILL at random moments, 20 times,
 //!   and after each kill the file is reopened and checked: every batch all-or-nothing, every
 //!   acknowledged batch present, notification ids increasing with no batch interleaved.
+//! - `appends_on_a_full_disk_fail_typed_and_lose_nothing`: a child appends under a file-size
+//!   limit (`prlimit --fsize`, with SIGXFSZ ignored, so writes fail as on a full disk) until
+//!   appends fail; every failure is a typed error, and after the fault clears every
+//!   acknowledged batch is there and `PRAGMA integrity_check` passes.
 //! - `projection_killed_mid_run_rebuilds_the_same_view`: a child runs a projection into a
 //!   table of the same file and is killed with SIGKILL at random moments until it finishes;
 //!   the view then equals one rebuilt from scratch: nothing skipped, nothing applied twice.
@@ -42,9 +46,14 @@ fn main() {
         }
         Some("--child-crash") => return child_crash(Path::new(&args[2])),
         Some("--child-project") => return child_project(Path::new(&args[2])),
+        Some("--child-full") => return child_full(Path::new(&args[2])),
         _ => {}
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
+        (
+            "appends_on_a_full_disk_fail_typed_and_lose_nothing",
+            appends_on_a_full_disk_fail_typed_and_lose_nothing,
+        ),
         (
             "two_processes_race_for_each_position",
             two_processes_race_for_each_position,
@@ -444,5 +453,121 @@ fn projection_killed_mid_run_rebuilds_the_same_view() {
     assert!(
         kills > 0,
         "the projection finished before it could be killed: slow it down"
+    );
+}
+
+/// Appends batches until 20 appends in a row have failed, printing `ack ID` or `err KIND`.
+fn child_full(path: &Path) {
+    runtime().block_on(async {
+        let mut out = std::io::stdout().lock();
+        let store = match SqliteStore::open(path).await {
+            Ok(store) => store,
+            Err(e) => {
+                writeln!(out, "err open {e}").unwrap();
+                return;
+            }
+        };
+        let mut failures = 0;
+        while failures < 20 {
+            let id = Uuid::new_v4();
+            let batch = (1..=BATCH)
+                .map(|p| SequencedItem {
+                    sequence_id: id,
+                    position: p,
+                    topic: "full".into(),
+                    payload: vec![7; 400],
+                })
+                .collect();
+            match store.append(batch).await {
+                Ok(_) => {
+                    failures = 0;
+                    writeln!(out, "ack {id}").unwrap();
+                }
+                Err(AppendError::Store(e)) => {
+                    failures += 1;
+                    let kind = match e {
+                        StoreError::Backend { .. } => "backend",
+                        StoreError::Busy { .. } => "busy",
+                        StoreError::Corrupt { .. } => "corrupt",
+                        _ => "other",
+                    };
+                    writeln!(out, "err {kind} {e}").unwrap();
+                }
+                Err(e) => panic!("unexpected: {e}"),
+            }
+            out.flush().unwrap();
+        }
+    });
+}
+
+fn appends_on_a_full_disk_fail_typed_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    runtime().block_on(async { SqliteStore::open(&path).await.unwrap().close().await });
+    let exe = std::env::current_exe().unwrap();
+    // A 1 MiB limit on every file the child writes; SIGXFSZ ignored (inherited across exec),
+    // so a write past the limit fails with EFBIG, as on a full disk.
+    let script = format!(
+        "trap '' XFSZ; exec prlimit --fsize=1048576 -- '{}' --child-full '{}'",
+        exe.display(),
+        path.display()
+    );
+    let output = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "the child crashed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let acked: Vec<Uuid> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ack "))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.starts_with("err ")).collect();
+    assert!(
+        acked.len() > 10,
+        "the limit hit before anything was written: {stdout}"
+    );
+    assert!(errors.len() >= 20, "the limit was never hit");
+    assert!(
+        errors.iter().all(|e| !e.starts_with("err other")),
+        "untyped failures: {errors:?}"
+    );
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        for id in &acked {
+            assert_eq!(
+                store.select(*id, &Select::all()).await.unwrap().len() as u64,
+                BATCH,
+                "acknowledged batch {id} lost"
+            );
+        }
+        // Every batch is whole: the log holds runs of BATCH items of one sequence.
+        let log = store
+            .select_notifications(0, usize::MAX, &[])
+            .await
+            .unwrap();
+        assert_eq!(log.len() as u64 % BATCH, 0, "a partial batch");
+        store
+            .append(vec![SequencedItem {
+                sequence_id: Uuid::new_v4(),
+                position: 1,
+                topic: "after".into(),
+                payload: vec![1],
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let check: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    eprintln!(
+        "full disk: {} batches acknowledged, {} typed failures, integrity ok",
+        acked.len(),
+        errors.len()
     );
 }

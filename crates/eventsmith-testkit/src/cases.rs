@@ -623,3 +623,9 @@ pub async fn snapshot_rewrite_replaces<S: SnapshotStore>(store: S) {
     store.write_snapshot(again.clone()).await.unwrap();
     assert_eq!(store.latest_snapshot(id, None).await.unwrap(), Some(again));
 }
+
+/// Random operation sequences (appends single and batched, many conflicting; selects with random
+/// bounds; notification reads; snapshots) agree step by step with a plain model.
+pub async fn model_based_random_operations<S: ItemStore + SnapshotStore>(store: S) {
+    crate::model::run(store, 256).await;
+}

@@ -23,6 +23,7 @@
 //! reason, instead of silently passing.
 
 pub mod cases;
+pub mod model;
 
 pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
 
@@ -57,6 +58,7 @@ macro_rules! conformance_suite {
             timestamped_collision_conflicts,
             snapshots_latest_at_or_before,
             snapshot_rewrite_replaces,
+            model_based_random_operations,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {

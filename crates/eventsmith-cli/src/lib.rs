@@ -1,0 +1,3 @@
+//! The parts of the `eventsmith` command line that other code (the fuzz targets) uses.
+
+pub mod url;
