@@ -222,8 +222,7 @@ pub async fn check<S: ItemStore + SnapshotStore>(
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let expected = snapshots
                     .iter()
-                    .filter(|((seq, p), _)| seq == s && lte.is_none_or(|l| *p <= l))
-                    .next_back()
+                    .rfind(|((seq, p), _)| seq == s && lte.is_none_or(|l| *p <= l))
                     .map(|((seq, p), bytes)| item(*seq, *p, bytes.clone()));
                 prop_assert_eq!(got, expected, "step {}: latest snapshot", step);
             }
