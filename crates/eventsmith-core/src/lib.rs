@@ -106,7 +106,8 @@ pub use mapper::{Compressor, Mapper, PayloadCipher};
 pub use memory::MemoryStore;
 pub use repository::{Application, DEFAULT_COMMAND_ATTEMPTS, EventStore, Repository};
 pub use store::{
-    Capabilities, Inventory, ItemKind, ItemStore, SnapshotStore, Support, check_batch_unique,
+    Capabilities, Inventory, ItemKind, ItemStore, MAX_VERSION, SnapshotStore, Support,
+    check_append, check_batch_unique,
 };
 
 #[doc(hidden)]

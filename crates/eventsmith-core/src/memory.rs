@@ -11,7 +11,8 @@ use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
 use crate::store::{
-    Capabilities, Inventory, ItemKind, ItemStore, SnapshotStore, Support, check_batch_unique,
+    Capabilities, Inventory, ItemKind, ItemStore, SnapshotStore, Support, check_append,
+    check_batch_unique,
 };
 
 /// A thread-safe store held in memory; clones share the same data.
@@ -97,7 +98,7 @@ impl ItemStore for MemoryStore {
     }
 
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
-        check_batch_unique(&items)?;
+        check_append(&items)?;
         let mut inner = self.lock();
         for item in &items {
             if inner

@@ -150,6 +150,25 @@ pub trait Inventory: ItemStore + SnapshotStore {
     ) -> impl Future<Output = Result<Vec<IntegerSequencedItem>, StoreError>> + Send;
 }
 
+/// The highest version a store accepts: SQL and CQL keep versions as signed 64-bit integers,
+/// so every backend uses the same limit.
+pub const MAX_VERSION: Version = i64::MAX as Version;
+
+/// Checks the rules every backend applies to an integer-sequenced batch before writing
+/// anything: versions within [`MAX_VERSION`] (an [`StoreError::InvalidItem`]), and no
+/// (sequence id, position) twice (the conflict to report).
+pub fn check_append(items: &[IntegerSequencedItem]) -> Result<(), AppendError> {
+    if let Some(item) = items.iter().find(|i| i.position > MAX_VERSION) {
+        return Err(StoreError::InvalidItem {
+            sequence_id: item.sequence_id,
+            position: item.position.into(),
+            reason: format!("versions go up to {MAX_VERSION}"),
+        }
+        .into());
+    }
+    check_batch_unique(items)
+}
+
 /// Checks the batch-local rules every backend shares: no (sequence id, position) twice in one
 /// batch. Returns the conflict a backend must report.
 pub fn check_batch_unique<P: Copy + Eq + std::hash::Hash + Into<crate::Position>>(

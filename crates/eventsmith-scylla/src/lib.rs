@@ -62,7 +62,7 @@ pub use projection::{CqlParam, CqlWrite};
 use eventsmith_core::{
     AppendError, BoxError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore,
     Notification, Position, Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp,
-    TimestampSequencedItem, Version, check_batch_unique,
+    TimestampSequencedItem, Version, check_append, check_batch_unique,
 };
 
 /// Consistency of commits and reads.
@@ -658,6 +658,26 @@ fn read_error(e: ExecutionError) -> StoreError {
     }
 }
 
+/// Rows of (position, topic, payload) of one sequence as integer-sequenced items.
+fn integer_items(
+    sequence_id: Uuid,
+    rows: Vec<(i64, String, Vec<u8>)>,
+) -> Result<Vec<IntegerSequencedItem>, StoreError> {
+    rows.into_iter()
+        .map(|(p, topic, payload)| {
+            let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
+                detail: format!("negative position {p} in sequence {sequence_id}"),
+            })?;
+            Ok(SequencedItem {
+                sequence_id,
+                position,
+                topic,
+                payload,
+            })
+        })
+        .collect()
+}
+
 fn to_sql_select<P: Copy>(q: &Select<P>, f: impl Fn(P) -> i64) -> Select<i64> {
     Select {
         gt: q.gt.map(&f),
@@ -686,15 +706,7 @@ impl ItemStore for CassandraStore {
     }
 
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
-        check_batch_unique(&items)?;
-        if let Some(item) = items.iter().find(|i| i64::try_from(i.position).is_err()) {
-            return Err(StoreError::InvalidItem {
-                sequence_id: item.sequence_id,
-                position: item.position.into(),
-                reason: format!("Cassandra bigint positions go up to {}", i64::MAX),
-            }
-            .into());
-        }
+        check_append(&items)?;
         let rows = items
             .into_iter()
             .map(|i| (i.sequence_id, i.position as i64, i.topic, i.payload))
@@ -715,19 +727,7 @@ impl ItemStore for CassandraStore {
                 &to_sql_select(query, version_to_sql),
             )
             .await?;
-        rows.into_iter()
-            .map(|(p, topic, payload)| {
-                let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
-                    detail: format!("negative position {p} in sequence {sequence_id}"),
-                })?;
-                Ok(SequencedItem {
-                    sequence_id,
-                    position,
-                    topic,
-                    payload,
-                })
-            })
-            .collect()
+        integer_items(sequence_id, rows)
     }
 
     async fn select_notifications(
@@ -893,18 +893,6 @@ impl Inventory for CassandraStore {
         let rows = self
             .select_rows(SNAPSHOTS, sequence_id, &Select::all())
             .await?;
-        rows.into_iter()
-            .map(|(p, topic, payload)| {
-                let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
-                    detail: format!("negative snapshot position {p} in sequence {sequence_id}"),
-                })?;
-                Ok(SequencedItem {
-                    sequence_id,
-                    position,
-                    topic,
-                    payload,
-                })
-            })
-            .collect()
+        integer_items(sequence_id, rows)
     }
 }

@@ -84,7 +84,7 @@ use uuid::Uuid;
 use eventsmith_core::{
     AppendError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore, Notification,
     Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
-    Version, check_batch_unique,
+    Version, check_append, check_batch_unique,
 };
 
 pub use projection::SqliteProjection;
@@ -603,15 +603,7 @@ impl ItemStore for SqliteStore {
             self.check_open()?;
             return Ok(0..0);
         }
-        check_batch_unique(&items)?;
-        if let Some(item) = items.iter().find(|i| i64::try_from(i.position).is_err()) {
-            return Err(StoreError::InvalidItem {
-                sequence_id: item.sequence_id,
-                position: item.position.into(),
-                reason: format!("SQLite stores versions up to {}", i64::MAX),
-            }
-            .into());
-        }
+        check_append(&items)?;
         self.append_batch(Batch::Integer(items)).await
     }
 

@@ -629,3 +629,28 @@ pub async fn snapshot_rewrite_replaces<S: SnapshotStore>(store: S) {
 pub async fn model_based_random_operations<S: ItemStore + SnapshotStore>(store: S) {
     crate::model::run(store, 256).await;
 }
+
+/// A version beyond [`MAX_VERSION`](eventsmith_core::MAX_VERSION) is an invalid item, and its
+/// batch writes nothing.
+pub async fn versions_beyond_the_limit_are_invalid<S: ItemStore>(store: S) {
+    let id = Uuid::new_v4();
+    let result = store
+        .append(items(id, [1, eventsmith_core::MAX_VERSION + 1]))
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(AppendError::Store(StoreError::InvalidItem { .. }))
+        ),
+        "{result:?}"
+    );
+    assert!(select_all(&store, id).await.is_empty());
+    store
+        .append(items(id, [eventsmith_core::MAX_VERSION]))
+        .await
+        .unwrap();
+    assert_eq!(
+        positions(&select_all(&store, id).await),
+        vec![eventsmith_core::MAX_VERSION]
+    );
+}

@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             snapshots_latest_at_or_before,
             snapshot_rewrite_replaces,
             model_based_random_operations,
+            versions_beyond_the_limit_are_invalid,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {
