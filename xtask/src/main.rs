@@ -429,8 +429,8 @@ schema and pragmas.
 - **f-commands-cipher**: workload a with AES-256-GCM and zstd on; baseline: workload a.
 - **h-load-10000-snapshots**: the e aggregate (plus one event) loaded from a snapshot taken
   every 100 events; baseline: the same load without snapshots.
-- **g-point-read**: one `latest` read through the store's threads against the same select
-  on the calling thread: the price of never blocking the async runtime.
+- **g-point-read**: one `latest` read through the async store (a pooled read-only connection
+  on the calling thread) against the same select in plain rusqlite: the price of the async API.
 - **codec-SIZE-CODEC**: encode + decode of one event; baseline: the plain codec.
 "
     )
