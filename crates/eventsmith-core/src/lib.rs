@@ -107,7 +107,7 @@ pub use memory::MemoryStore;
 pub use repository::{Application, DEFAULT_COMMAND_ATTEMPTS, EventStore, Repository};
 pub use store::{
     Capabilities, Inventory, ItemKind, ItemStore, MAX_VERSION, SnapshotStore, Support,
-    check_append, check_batch_unique,
+    check_append, check_batch_unique, check_version,
 };
 
 #[doc(hidden)]

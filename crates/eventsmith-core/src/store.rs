@@ -158,15 +158,20 @@ pub const MAX_VERSION: Version = i64::MAX as Version;
 /// anything: versions within [`MAX_VERSION`] (an [`StoreError::InvalidItem`]), and no
 /// (sequence id, position) twice (the conflict to report).
 pub fn check_append(items: &[IntegerSequencedItem]) -> Result<(), AppendError> {
-    if let Some(item) = items.iter().find(|i| i.position > MAX_VERSION) {
+    items.iter().try_for_each(check_version)?;
+    check_batch_unique(items)
+}
+
+/// Checks an item's version is within [`MAX_VERSION`] (for appends and snapshot writes).
+pub fn check_version(item: &IntegerSequencedItem) -> Result<(), StoreError> {
+    if item.position > MAX_VERSION {
         return Err(StoreError::InvalidItem {
             sequence_id: item.sequence_id,
             position: item.position.into(),
             reason: format!("versions go up to {MAX_VERSION}"),
-        }
-        .into());
+        });
     }
-    check_batch_unique(items)
+    Ok(())
 }
 
 /// Checks the batch-local rules every backend shares: no (sequence id, position) twice in one

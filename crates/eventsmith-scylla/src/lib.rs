@@ -62,7 +62,7 @@ pub use projection::{CqlParam, CqlWrite};
 use eventsmith_core::{
     AppendError, BoxError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore,
     Notification, Position, Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp,
-    TimestampSequencedItem, Version, check_append, check_batch_unique,
+    TimestampSequencedItem, Version, check_append, check_batch_unique, check_version,
 };
 
 /// Consistency of commits and reads.
@@ -789,11 +789,8 @@ const NO_LOG: &str = "Cassandra cannot write an item and a global log entry atom
 
 impl SnapshotStore for CassandraStore {
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
-        let position = i64::try_from(snapshot.position).map_err(|_| StoreError::InvalidItem {
-            sequence_id: snapshot.sequence_id,
-            position: snapshot.position.into(),
-            reason: format!("Cassandra bigint positions go up to {}", i64::MAX),
-        })?;
+        check_version(&snapshot)?;
+        let position = snapshot.position as i64;
         self.inner
             .session
             .execute_unpaged(
@@ -820,20 +817,8 @@ impl SnapshotStore for CassandraStore {
             limit: Some(1),
             ..Select::all().descending()
         };
-        let mut rows = self.select_rows(SNAPSHOTS, sequence_id, &query).await?;
-        rows.pop()
-            .map(|(p, topic, payload)| {
-                let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
-                    detail: format!("negative snapshot position {p} in sequence {sequence_id}"),
-                })?;
-                Ok(SequencedItem {
-                    sequence_id,
-                    position,
-                    topic,
-                    payload,
-                })
-            })
-            .transpose()
+        let rows = self.select_rows(SNAPSHOTS, sequence_id, &query).await?;
+        Ok(integer_items(sequence_id, rows)?.pop())
     }
 }
 

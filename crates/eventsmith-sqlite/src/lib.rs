@@ -84,7 +84,7 @@ use uuid::Uuid;
 use eventsmith_core::{
     AppendError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore, Notification,
     Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
-    Version, check_append, check_batch_unique,
+    Version, check_append, check_batch_unique, check_version,
 };
 
 pub use projection::SqliteProjection;
@@ -711,11 +711,8 @@ impl ItemStore for SqliteStore {
 
 impl SnapshotStore for SqliteStore {
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
-        let position = i64::try_from(snapshot.position).map_err(|_| StoreError::InvalidItem {
-            sequence_id: snapshot.sequence_id,
-            position: snapshot.position.into(),
-            reason: format!("SQLite stores versions up to {}", i64::MAX),
-        })?;
+        check_version(&snapshot)?;
+        let position = snapshot.position as i64;
         self.check_open()?;
         let (tx, rx) = oneshot::channel();
         let path = self.inner.path.clone();
