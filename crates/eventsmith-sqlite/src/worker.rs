@@ -9,7 +9,9 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use eventsmith_core::{AppendError, IntegerSequencedItem, StoreError, TimestampSequencedItem};
+use eventsmith_core::{
+    AppendError, IntegerSequencedItem, Position, SequencedItem, StoreError, TimestampSequencedItem,
+};
 
 use crate::error::{from_sqlite, is_unique_violation};
 
@@ -117,75 +119,55 @@ enum Failed {
 }
 
 fn insert(conn: &Connection, batch: &Batch) -> Result<Range<u64>, Failed> {
-    let failed = |e: rusqlite::Error, conflict: AppendError| {
-        if is_unique_violation(&e) {
-            Failed::Conflict(conflict)
-        } else {
-            Failed::Sqlite(e)
-        }
-    };
     match batch {
-        Batch::Integer(items) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO integer_items (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(Failed::Sqlite)?;
-            let mut ids = 0..0;
-            for (i, item) in items.iter().enumerate() {
-                // Positions were checked to fit an i64 before the job was queued.
-                let position = item.position as i64;
-                stmt.execute(params![
-                    item.sequence_id.as_bytes(),
-                    position,
-                    item.topic,
-                    item.payload
-                ])
-                .map_err(|e| {
-                    failed(
-                        e,
-                        AppendError::Conflict {
-                            sequence_id: item.sequence_id,
-                            position: item.position.into(),
-                        },
-                    )
-                })?;
-                // The writer is the only one inserting during this transaction, so ids are
-                // contiguous: each row takes max(notification_id) + 1.
-                let id = conn.last_insert_rowid() as u64;
-                if i == 0 {
-                    ids = id..id;
-                }
-                ids.end = id + 1;
-            }
-            Ok(ids)
-        }
+        // Versions were checked to fit an i64 before the job was queued.
+        Batch::Integer(items) => insert_rows(conn, "integer_items", items, |p| *p as i64),
         Batch::Timestamped(items) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO timestamp_items (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(Failed::Sqlite)?;
-            for item in items {
-                stmt.execute(params![
-                    item.sequence_id.as_bytes(),
-                    item.position.unix_nanos(),
-                    item.topic,
-                    item.payload
-                ])
-                .map_err(|e| {
-                    failed(
-                        e,
-                        AppendError::Conflict {
-                            sequence_id: item.sequence_id,
-                            position: item.position.into(),
-                        },
-                    )
-                })?;
-            }
-            Ok(0..0)
+            insert_rows(conn, "timestamp_items", items, |t| t.unix_nanos()).map(|_| 0..0)
         }
     }
+}
+
+/// Inserts the items of one batch into `table`; returns the rowids they got (the
+/// notification ids, for integer items). A unique violation is the item's conflict.
+fn insert_rows<P: Copy + Into<Position>>(
+    conn: &Connection,
+    table: &str,
+    items: &[SequencedItem<P>],
+    to_sql: impl Fn(&P) -> i64,
+) -> Result<Range<u64>, Failed> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)"
+        ))
+        .map_err(Failed::Sqlite)?;
+    let mut ids = 0..0;
+    for (i, item) in items.iter().enumerate() {
+        let inserted = stmt.execute(params![
+            item.sequence_id.as_bytes(),
+            to_sql(&item.position),
+            item.topic,
+            item.payload
+        ]);
+        if let Err(e) = inserted {
+            return Err(if is_unique_violation(&e) {
+                Failed::Conflict(AppendError::Conflict {
+                    sequence_id: item.sequence_id,
+                    position: item.position.into(),
+                })
+            } else {
+                Failed::Sqlite(e)
+            });
+        }
+        // The writer is the only one inserting during this transaction, so ids are
+        // contiguous: each row takes max(rowid) + 1.
+        let id = conn.last_insert_rowid() as u64;
+        if i == 0 {
+            ids = id..id;
+        }
+        ids.end = id + 1;
+    }
+    Ok(ids)
 }
 
 /// One error for every job of a failed group; the retryable kind is kept.
