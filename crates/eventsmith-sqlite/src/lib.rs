@@ -23,22 +23,40 @@
 //!
 //! # Async without stalling the runtime
 //!
-//! Writes go to one writer thread per store, over a channel, and the caller awaits a oneshot
-//! reply: a commit waits for an fsync, which must never block an async worker thread. Reads of
-//! a file run on the calling thread, on a pooled read-only connection, in pages of at most
-//! [`READ_PAGE_ROWS`] rows with a yield to the runtime between pages: WAL readers never wait
-//! for locks, so each step is short CPU work, and skipping a thread hop halves the latency of
-//! a load on machines where waking a thread is slow (the benchmarks measure both paths:
-//! `g-point-read` against rusqlite on the calling thread). In-memory databases have a single
-//! connection, so their reads go to the writer thread too. No `spawn_blocking`: the store
-//! works under any async runtime.
+//! One connection writes; a per-store writer thread and the callers share it. On this kind of
+//! machine waking another thread costs 25-100 µs, more than a commit without fsync, so the
+//! store avoids thread hops where it safely can:
+//!
+//! - An append that finds the writer idle (nothing queued, the connection free, the write lock
+//!   free) commits on the caller's thread. A commit that fsyncs ([`Synchronous::Full`]) does
+//!   so only inside tokio's `block_in_place` on a multi-threaded runtime, which first hands
+//!   the worker's other tasks to another thread; on a current-thread runtime, or outside
+//!   tokio, it goes to the writer thread.
+//! - Otherwise the append is queued for the writer thread and the caller awaits a oneshot
+//!   reply. The writer thread is also the one that waits for another process's write lock
+//!   (up to [`SqliteConfig::busy_timeout`]) and runs WAL checkpoints, so no async worker ever
+//!   waits on either: SQLite's own auto-checkpoint, which would run inside whichever commit
+//!   crosses the threshold, is replaced by a WAL hook that asks the writer thread.
+//! - Reads run on the calling thread in pages of at most [`READ_PAGE_ROWS`] rows with a
+//!   yield to the runtime between pages: on the writer's connection when it is idle (its
+//!   page cache is the freshest: a connection drops its whole cache whenever another one has
+//!   committed), else on a pooled read-only connection (files) or on the writer thread
+//!   (in-memory databases). WAL readers never wait for locks, so each step is short work.
+//!
+//! No `spawn_blocking`: the store works under any async runtime. The benchmarks measure the
+//! cost of the approach (`g-point-read` against rusqlite on the calling thread, and the
+//! command workloads against raw inserts).
 //!
 //! # Group commit
 //!
 //! Appends queued while the writer is busy are committed together in one transaction, each in
 //! its own savepoint: a conflicting batch is rolled back alone and gets its conflict, its
 //! neighbours commit. One fsync then serves many appends, which is what makes concurrent
-//! writers faster than one transaction each.
+//! writers faster than one transaction each. While appends arrive concurrently (the last group
+//! had several), they all go to the writer thread rather than inline; when commits fsync, the
+//! writer waits up to half its last commit's time for a group as large as the last one, so
+//! that writers share one fsync instead of alternating between two half-size groups.
+//! [`SqliteStore::commit_stats`] counts appends, transactions and inline commits.
 //!
 //! # Durability
 //!
@@ -92,7 +110,7 @@ pub use schema::SCHEMA_VERSION;
 pub use worker::CommitStats;
 
 use error::from_sqlite;
-use worker::{AppendJob, Batch, Task, WriterMsg};
+use worker::{AppendJob, Batch, Task, Writer, WriterMsg};
 
 /// How hard SQLite works to make commits durable (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,12 +155,26 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
-    writer: Sender<WriterMsg>,
+    /// The write connection, shared with the writer thread.
+    writer: Arc<Writer>,
+    /// Work for the writer thread; it ends when this closes.
+    queue: Sender<WriterMsg>,
+    /// How an append may commit on the caller's thread.
+    inline: InlineCommit,
     /// `None` for in-memory stores, whose only connection is the writer's.
     reads: Option<ReadPool>,
     closed: AtomicBool,
     path: Arc<str>,
-    stats: Arc<worker::Stats>,
+}
+
+/// When an append that finds the writer idle commits on the caller's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InlineCommit {
+    /// Always: the commit does not fsync ([`Synchronous::Normal`], memory), so it is short.
+    Always,
+    /// The commit fsyncs ([`Synchronous::Full`]): only inside tokio's `block_in_place`, which
+    /// hands the worker's other tasks to another thread first.
+    BlockInPlace,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -202,18 +234,18 @@ impl Drop for Inner {
     }
 }
 
-fn spawn<T: Send + 'static>(
+fn spawn<S, T: Send + 'static>(
     name: String,
-    setup: impl FnOnce() -> Result<(Connection, T), StoreError> + Send + 'static,
-    serve: impl FnOnce(Connection) + Send + 'static,
+    setup: impl FnOnce() -> Result<(S, T), StoreError> + Send + 'static,
+    serve: impl FnOnce(S) + Send + 'static,
 ) -> oneshot::Receiver<Result<T, StoreError>> {
     let (tx, rx) = oneshot::channel();
     let result = std::thread::Builder::new()
         .name(name)
         .spawn(move || match setup() {
-            Ok((conn, value)) => {
+            Ok((state, value)) => {
                 let _ = tx.send(Ok(value));
-                serve(conn);
+                serve(state);
             }
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -292,20 +324,29 @@ impl SqliteStore {
             Some(p) => p.display().to_string().into(),
             None => ":memory:".into(),
         };
-        let (writer, writer_rx) = crossbeam_channel::unbounded();
-        let stats = Arc::new(worker::Stats::default());
-        let writer_stats = stats.clone();
+        // Only a file with synchronous=FULL fsyncs at every commit.
+        let commits_fsync = path.is_some() && config.synchronous == Synchronous::Full;
+        let inline = if commits_fsync {
+            InlineCommit::BlockInPlace
+        } else {
+            InlineCommit::Always
+        };
+        let (queue, queue_rx) = crossbeam_channel::unbounded();
         let ready = {
-            let (path, config, name, setup_name) =
-                (path.clone(), config.clone(), name.clone(), name.clone());
+            let (path, config, name) = (path.clone(), config.clone(), name.clone());
             let max_group = config.max_group.max(1);
             spawn(
                 "eventsmith-sqlite-writer".into(),
-                move || Ok((open_writer(path.as_deref(), &config, &setup_name)?, ())),
-                move |conn| worker::writer_loop(conn, writer_rx, &name, max_group, &writer_stats),
+                move || {
+                    let conn = open_writer(path.as_deref(), &config, &name)?;
+                    let writer = Writer::new(conn, name, config.busy_timeout, commits_fsync);
+                    let writer = Arc::new(writer);
+                    Ok((writer.clone(), writer))
+                },
+                move |writer| worker::writer_loop(writer, queue_rx, max_group),
             )
         };
-        ready.await.map_err(|_| StoreError::Closed)??;
+        let writer = ready.await.map_err(|_| StoreError::Closed)??;
 
         let reads = path.map(|path| ReadPool {
             path,
@@ -315,10 +356,11 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
+                queue,
+                inline,
                 reads,
                 closed: AtomicBool::new(false),
                 path: name,
-                stats,
             }),
         })
     }
@@ -333,15 +375,15 @@ impl SqliteStore {
             reads.lock().clear();
         }
         let (tx, rx) = oneshot::channel();
-        if self.inner.writer.send(WriterMsg::Shutdown(tx)).is_ok() {
+        if self.inner.queue.send(WriterMsg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
     }
 
-    /// How many appends the writer has committed, and in how many transactions; under
+    /// How many appends the store has committed, and in how many transactions; under
     /// concurrent appends group commit makes the second smaller than the first.
     pub fn commit_stats(&self) -> CommitStats {
-        self.inner.stats.snapshot()
+        self.inner.writer.stats()
     }
 
     /// The database's path (`:memory:` for in-memory stores).
@@ -365,6 +407,18 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         self.check_open()?;
         let path = self.inner.path.clone();
+        // The writer's connection, when idle, has the freshest page cache: a pooled
+        // connection drops its whole cache whenever another connection has committed.
+        if self.inner.queue.is_empty()
+            && let Some(guard) = self.inner.writer.try_idle()
+        {
+            match guard.as_ref() {
+                None => return Err(StoreError::Closed),
+                // Between transactions, so reads see only committed items.
+                Some(conn) if conn.is_autocommit() => return f(conn, &path),
+                Some(_) => {}
+            }
+        }
         if let Some(reads) = &self.inner.reads {
             let conn = match reads.lock().pop() {
                 Some(conn) => conn,
@@ -437,17 +491,55 @@ impl SqliteStore {
     }
 
     fn send_to_writer(&self, msg: WriterMsg) -> bool {
-        self.inner.writer.send(msg).is_ok()
+        self.inner.queue.send(msg).is_ok()
     }
 
     async fn append_batch(&self, batch: Batch) -> Result<Range<u64>, AppendError> {
         self.check_open()?;
+        if let Some(outcome) = self.try_commit_inline(&batch) {
+            return outcome;
+        }
         let (reply, rx) = oneshot::channel();
         if !self.send_to_writer(WriterMsg::Append(AppendJob { batch, reply })) {
             return Err(StoreError::Closed.into());
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+impl SqliteStore {
+    /// Commits `batch` on the calling thread if the writer is idle: nothing queued for it and
+    /// its connection free. That skips two thread wake-ups, which cost more than a commit
+    /// without fsync. `None`: the batch goes to the writer thread.
+    fn try_commit_inline(&self, batch: &Batch) -> Option<Result<Range<u64>, AppendError>> {
+        let inner = &self.inner;
+        if !inner.queue.is_empty() {
+            // Others are waiting for the writer thread: queue behind them.
+            return None;
+        }
+        match inner.inline {
+            InlineCommit::Always => {
+                let guard = inner.writer.try_idle()?;
+                inner.writer.commit_inline(guard, batch, &inner.queue)
+            }
+            InlineCommit::BlockInPlace => {
+                if !may_block_in_place() {
+                    return None;
+                }
+                let guard = inner.writer.try_idle()?;
+                tokio::task::block_in_place(|| {
+                    inner.writer.commit_inline(guard, batch, &inner.queue)
+                })
+            }
+        }
+    }
+}
+
+/// Whether `tokio::task::block_in_place` is allowed here: on a multi-threaded tokio runtime.
+/// It panics on a current-thread runtime; outside tokio it is not needed.
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 fn sql_bounds<P: Copy>(q: &Select<P>, to_sql: impl Fn(P) -> i64) -> (String, Vec<i64>) {

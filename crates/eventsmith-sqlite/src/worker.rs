@@ -1,12 +1,20 @@
-//! The writer thread: it owns the write connection and commits appends in groups. Async
-//! callers hand it work over a channel and await a oneshot, so no async worker thread ever
-//! waits for a commit's fsync.
+//! The write connection and the writer thread.
+//!
+//! One connection writes. A caller whose append finds it free, with nothing queued, commits on
+//! its own thread (no thread hop); otherwise the append is queued for the writer thread, which
+//! commits everything queued together (group commit). The writer thread also waits out other
+//! processes' write locks, runs checkpoints and the connection's other work, so async callers
+//! never wait on a lock or a checkpoint.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
-use rusqlite::{Connection, params};
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::{Connection, ErrorCode, params};
 use tokio::sync::oneshot;
 
 use eventsmith_core::{
@@ -15,22 +23,6 @@ use eventsmith_core::{
 
 use crate::error::{from_sqlite, is_unique_violation};
 
-/// Counters kept by the writer.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    appends: AtomicU64,
-    transactions: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn snapshot(&self) -> CommitStats {
-        CommitStats {
-            appends: self.appends.load(Ordering::Relaxed),
-            transactions: self.transactions.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// What the writer has done so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitStats {
@@ -38,9 +30,12 @@ pub struct CommitStats {
     pub appends: u64,
     /// Write transactions run for them.
     pub transactions: u64,
+    /// Of those transactions, how many the appending caller ran on its own thread because the
+    /// writer was idle; the rest ran on the writer thread, possibly for several appends.
+    pub inline: u64,
 }
 
-/// Work for a connection's thread.
+/// Work for the write connection's thread.
 pub(crate) type Task = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// What the writer thread receives.
@@ -49,6 +44,8 @@ pub(crate) enum WriterMsg {
     Append(AppendJob),
     /// Any other work (schema reads for in-memory stores, snapshot writes, ...).
     Run(Task),
+    /// Copy the WAL into the database file, asked for by an inline commit.
+    Checkpoint,
     /// Finish: close the connection, then reply.
     Shutdown(oneshot::Sender<()>),
 }
@@ -59,23 +56,255 @@ pub(crate) enum Batch {
     Timestamped(Vec<TimestampSequencedItem>),
 }
 
+/// The outcome of one append: the notification ids its items got (empty for timestamped
+/// items), or why it was not written.
+pub(crate) type Outcome = Result<Range<u64>, AppendError>;
+
 pub(crate) struct AppendJob {
     pub(crate) batch: Batch,
-    pub(crate) reply: oneshot::Sender<Result<Range<u64>, AppendError>>,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+}
+
+/// WAL frames after which the writer copies the WAL back into the database file (SQLite's
+/// own auto-checkpoint threshold, which this replaces so that no caller's thread runs one).
+const CHECKPOINT_FRAMES: c_int = 1000;
+
+thread_local! {
+    /// Frames in the WAL after this thread's last commit, reported by SQLite's WAL hook.
+    static WAL_FRAMES: Cell<c_int> = const { Cell::new(0) };
+}
+
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(frames);
+    Ok(())
+}
+
+/// Whether the commit this thread just ran left the WAL long enough to checkpoint.
+fn checkpoint_due() -> bool {
+    WAL_FRAMES.replace(0) >= CHECKPOINT_FRAMES
+}
+
+/// The write connection, shared by the writer thread and inline committers.
+pub(crate) struct Writer {
+    /// `None` once the store is closed. Whoever holds the lock may write.
+    conn: Mutex<Option<Connection>>,
+    path: Arc<str>,
+    busy_timeout: Duration,
+    /// Commits fsync, so the writer thread may wait briefly to gather a larger group.
+    gather: bool,
+    /// A checkpoint request is queued for the writer thread.
+    checkpoint_queued: AtomicBool,
+    /// The writer thread's last group had several appends: appends are arriving
+    /// concurrently, and they commit faster together on the writer thread than one by one
+    /// inline.
+    grouping: AtomicBool,
+    appends: AtomicU64,
+    transactions: AtomicU64,
+    inline: AtomicU64,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("path", &self.path).finish()
+    }
+}
+
+impl Writer {
+    /// Takes over `conn`. Files get a WAL hook in place of SQLite's auto-checkpoint, which
+    /// would otherwise run inside whichever commit crosses the threshold, inline ones too.
+    pub(crate) fn new(
+        conn: Connection,
+        path: Arc<str>,
+        busy_timeout: Duration,
+        commits_fsync: bool,
+    ) -> Self {
+        conn.wal_hook(Some(note_wal_frames));
+        Writer {
+            conn: Mutex::new(Some(conn)),
+            path,
+            busy_timeout,
+            gather: commits_fsync,
+            checkpoint_queued: AtomicBool::new(false),
+            grouping: AtomicBool::new(false),
+            appends: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            inline: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            appends: self.appends.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+            inline: self.inline.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, if no one is using it and appends are not arriving concurrently (then
+    /// the writer thread's groups commit them faster, and should not be kept waiting).
+    pub(crate) fn try_idle(&self) -> Option<MutexGuard<'_, Option<Connection>>> {
+        if self.grouping.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.conn.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Commits `batch` in its own transaction on the calling thread, if SQLite's write lock is
+    /// free. `None` if another process holds it: the caller queues the batch for the writer
+    /// thread, which waits for the lock. Asks the writer thread (over `queue`) for a
+    /// checkpoint when the WAL has grown long.
+    pub(crate) fn commit_inline(
+        &self,
+        mut guard: MutexGuard<'_, Option<Connection>>,
+        batch: &Batch,
+        queue: &Sender<WriterMsg>,
+    ) -> Option<Outcome> {
+        let Some(conn) = guard.as_mut() else {
+            return Some(Err(StoreError::Closed.into()));
+        };
+        match self.begin(conn, false) {
+            Ok(()) => {}
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => return None,
+            Err(e) => return Some(Err(from_sqlite(e, &self.path).into())),
+        }
+        let outcome = match self.finish_group(conn, &[batch]) {
+            Ok(mut outcomes) => outcomes.pop().expect("one outcome per batch"),
+            Err(e) => Err(e.into()),
+        };
+        self.inline.fetch_add(1, Ordering::Relaxed);
+        let due = checkpoint_due();
+        drop(guard);
+        if due && !self.checkpoint_queued.swap(true, Ordering::AcqRel) {
+            let _ = queue.send(WriterMsg::Checkpoint);
+        }
+        Some(outcome)
+    }
+
+    /// `BEGIN IMMEDIATE` takes the write lock now, so that the transaction cannot fail to
+    /// upgrade from a read lock later. With `wait`, it waits up to the busy timeout for
+    /// another process to release it; without, it fails at once.
+    fn begin(&self, conn: &Connection, wait: bool) -> rusqlite::Result<()> {
+        if !conn.is_autocommit() {
+            // Only if a rollback after a failed commit itself failed: start clean.
+            run(conn, "ROLLBACK")?;
+        }
+        if wait {
+            return run(conn, "BEGIN IMMEDIATE");
+        }
+        conn.busy_timeout(Duration::ZERO)?;
+        let begun = run(conn, "BEGIN IMMEDIATE");
+        conn.busy_timeout(self.busy_timeout)?;
+        begun
+    }
+
+    /// Inserts each batch, in a savepoint of its own when there are several, and commits
+    /// (or rolls back if none inserted) the transaction that [`Writer::begin`] opened. An
+    /// error of the transaction as a whole rolls everything back.
+    fn finish_group(
+        &self,
+        conn: &mut Connection,
+        batches: &[&Batch],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let result = self.insert_group(conn, batches);
+        if result.is_err() {
+            let _ = run(conn, "ROLLBACK");
+        }
+        let n = batches.len() as u64;
+        self.appends.fetch_add(n, Ordering::Relaxed);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn insert_group(
+        &self,
+        conn: &mut Connection,
+        batches: &[&Batch],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let sql = |e| from_sqlite(e, &self.path);
+        let single = batches.len() == 1;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut committed_any = false;
+        for batch in batches {
+            if !single {
+                run(conn, "SAVEPOINT job").map_err(sql)?;
+            }
+            match insert(conn, batch) {
+                Ok(ids) => {
+                    if !single {
+                        run(conn, "RELEASE job").map_err(sql)?;
+                    }
+                    committed_any = true;
+                    outcomes.push(Ok(ids));
+                }
+                Err(Failed::Conflict(c)) => {
+                    if !single {
+                        run(conn, "ROLLBACK TO job").map_err(sql)?;
+                        run(conn, "RELEASE job").map_err(sql)?;
+                    }
+                    outcomes.push(Err(c));
+                }
+                Err(Failed::Sqlite(e)) => return Err(sql(e)),
+            }
+        }
+        if committed_any {
+            run(conn, "COMMIT").map_err(sql)?;
+        } else {
+            run(conn, "ROLLBACK").map_err(sql)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Runs a group on the writer thread and replies to each job.
+    fn commit_group(&self, conn: &mut Connection, group: Vec<AppendJob>) {
+        let result = self
+            .begin(conn, true)
+            .map_err(|e| from_sqlite(e, &self.path))
+            .and_then(|()| {
+                let batches: Vec<&Batch> = group.iter().map(|job| &job.batch).collect();
+                self.finish_group(conn, &batches)
+            });
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // Nothing of the group was committed: every job fails the same way.
+                for job in group {
+                    let _ = job.reply.send(Err(AppendError::Store(replicate(&e))));
+                }
+            }
+        }
+    }
+
+    /// Copies the WAL into the database file, as SQLite's auto-checkpoint would. PASSIVE: it
+    /// never waits for readers; frames still in use are copied by a later checkpoint.
+    fn checkpoint(&self, conn: &Connection) {
+        // A failed checkpoint loses nothing: the WAL just stays longer, and the next commit
+        // past the threshold asks again.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
 }
 
 /// Serves the writer channel. Appends queued together are committed in one transaction
 /// (group commit): each runs in its own savepoint, so a conflicting batch is rolled back alone
 /// while its neighbours commit. Nothing waits for a group to fill: under load the queue holds
 /// several appends, when idle each append commits at once.
-pub(crate) fn writer_loop(
-    mut conn: Connection,
-    rx: Receiver<WriterMsg>,
-    path: &str,
-    max_group: usize,
-    stats: &Stats,
-) {
+pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_group: usize) {
     let mut next: Option<WriterMsg> = None;
+    let mut last = LastGroup {
+        size: 1,
+        took: Duration::ZERO,
+    };
     loop {
         let msg = match next.take() {
             Some(m) => m,
@@ -84,32 +313,71 @@ pub(crate) fn writer_loop(
                 Err(_) => return,
             },
         };
+        let mut guard = writer.lock();
+        let Some(conn) = guard.as_mut() else {
+            // Closed: dropping the message drops its reply, which its sender reads as closed.
+            continue;
+        };
         match msg {
-            WriterMsg::Run(task) => task(&mut conn),
+            WriterMsg::Run(task) => task(conn),
+            WriterMsg::Checkpoint => {
+                writer.checkpoint_queued.store(false, Ordering::Release);
+                writer.checkpoint(conn);
+            }
             WriterMsg::Shutdown(done) => {
-                drop(conn);
+                *guard = None;
+                drop(guard);
                 let _ = done.send(());
                 return;
             }
             WriterMsg::Append(job) => {
+                // Gather what is queued. When commits fsync, and the last group had several
+                // appends, their writers are likely about to send their next ones: wait a
+                // little (half the last commit's time) for as many, so that they share one
+                // fsync instead of alternating between two half-size groups. Without fsync a
+                // commit is too short for waiting to pay.
+                let target = last.size.min(max_group);
+                let wait = if writer.gather { last.took / 2 } else { Duration::ZERO };
+                let deadline = Instant::now() + wait;
                 let mut group = vec![job];
                 while group.len() < max_group {
-                    match rx.try_recv() {
-                        Ok(WriterMsg::Append(job)) => group.push(job),
-                        Ok(other) => {
+                    let received = if group.len() < target {
+                        rx.recv_deadline(deadline).ok()
+                    } else {
+                        rx.try_recv().ok()
+                    };
+                    match received {
+                        Some(WriterMsg::Append(job)) => group.push(job),
+                        Some(other) => {
                             next = Some(other);
                             break;
                         }
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                        None => break,
                     }
                 }
-                let n = group.len();
-                stats.appends.fetch_add(n as u64, Ordering::Relaxed);
-                stats.transactions.fetch_add(1, Ordering::Relaxed);
-                commit_group(&mut conn, group, path);
+                let started = Instant::now();
+                last.size = group.len();
+                writer.grouping.store(last.size > 1, Ordering::Relaxed);
+                writer.commit_group(conn, group);
+                last.took = started.elapsed();
+                if checkpoint_due() {
+                    writer.checkpoint(conn);
+                }
             }
         }
     }
+}
+
+/// The writer thread's last group commit.
+struct LastGroup {
+    size: usize,
+    took: Duration,
+}
+
+/// Runs one transaction-control statement, prepared once per connection: parsing it anew
+/// for every commit costs more than running it.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Why one batch of a group did not insert.
@@ -180,67 +448,4 @@ fn replicate(e: &StoreError) -> StoreError {
     } else {
         StoreError::backend(message)
     }
-}
-
-/// Runs a group and replies to each job.
-fn commit_group(conn: &mut Connection, group: Vec<AppendJob>, path: &str) {
-    let result = run_group(conn, &group, path);
-    if result.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    match result {
-        Ok(outcomes) => {
-            for (job, outcome) in group.into_iter().zip(outcomes) {
-                let _ = job.reply.send(outcome);
-            }
-        }
-        Err(e) => {
-            // Nothing of the group was committed: every job fails the same way.
-            for job in group {
-                let _ = job.reply.send(Err(AppendError::Store(replicate(&e))));
-            }
-        }
-    }
-}
-
-fn run_group(
-    conn: &mut Connection,
-    group: &[AppendJob],
-    path: &str,
-) -> Result<Vec<Result<Range<u64>, AppendError>>, StoreError> {
-    let sql = |e| from_sqlite(e, path);
-    // IMMEDIATE takes the write lock now (waiting up to the busy timeout for other
-    // processes), so the transaction cannot fail to upgrade from a read lock later.
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
-    let single = group.len() == 1;
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut committed_any = false;
-    for job in group {
-        if !single {
-            conn.execute_batch("SAVEPOINT job").map_err(sql)?;
-        }
-        match insert(conn, &job.batch) {
-            Ok(ids) => {
-                if !single {
-                    conn.execute_batch("RELEASE job").map_err(sql)?;
-                }
-                committed_any = true;
-                outcomes.push(Ok(ids));
-            }
-            Err(Failed::Conflict(c)) => {
-                if !single {
-                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
-                        .map_err(sql)?;
-                }
-                outcomes.push(Err(c));
-            }
-            Err(Failed::Sqlite(e)) => return Err(sql(e)),
-        }
-    }
-    if committed_any {
-        conn.execute_batch("COMMIT").map_err(sql)?;
-    } else {
-        conn.execute_batch("ROLLBACK").map_err(sql)?;
-    }
-    Ok(outcomes)
 }

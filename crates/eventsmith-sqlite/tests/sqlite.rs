@@ -213,7 +213,9 @@ async fn group_commit_isolates_a_conflicting_batch_from_its_neighbours() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded, so that the append first tries to commit inline, finds the lock held, and
+// falls back to the writer thread, which waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_lock_held_elsewhere_is_a_retryable_busy_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
@@ -234,6 +236,95 @@ async fn a_write_lock_held_elsewhere_is_a_retryable_busy_error() {
     assert!(store.select(id, &Select::all()).await.unwrap().is_empty());
     other.execute_batch("ROLLBACK").unwrap();
     store.append(vec![item(id, 1)]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_waits_for_a_lock_released_within_the_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        other.execute_batch("ROLLBACK").unwrap();
+    });
+    let id = Uuid::new_v4();
+    let before = store.commit_stats();
+    store.append(vec![item(id, 1)]).await.unwrap();
+    release.join().unwrap();
+    let after = store.commit_stats();
+    // The inline attempt found the lock held and handed over to the writer thread.
+    assert_eq!(after.transactions - before.transactions, 1);
+    assert_eq!(after.inline, before.inline, "{before:?} -> {after:?}");
+    assert_eq!(
+        store.select(id, &Select::all()).await.unwrap(),
+        vec![item(id, 1)]
+    );
+}
+
+/// Appends one item to each of `n` new sequences, one after the other.
+async fn append_one_by_one(store: &SqliteStore, n: usize) {
+    for _ in 0..n {
+        store.append(vec![item(Uuid::new_v4(), 1)]).await.unwrap();
+    }
+}
+
+#[test]
+fn an_fsyncing_commit_runs_inline_only_where_tokio_can_block_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let inline_commits = |runtime: tokio::runtime::Runtime, sync: Synchronous| {
+        runtime.block_on(async {
+            let config = SqliteConfig {
+                synchronous: sync,
+                ..SqliteConfig::default()
+            };
+            let store = SqliteStore::open_with(&path, config).await.unwrap();
+            append_one_by_one(&store, 20).await;
+            let stats = store.commit_stats();
+            store.close().await;
+            assert_eq!(stats.appends, 20);
+            stats.inline
+        })
+    };
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    };
+    let multi = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    };
+    // A current-thread runtime has no other thread to hand its tasks to: an fsync there
+    // would stall every task, so FULL commits go to the writer thread.
+    assert_eq!(inline_commits(current(), Synchronous::Full), 0);
+    // Without fsync a commit is short enough to run inline anywhere.
+    assert_eq!(inline_commits(current(), Synchronous::Normal), 20);
+    // Sequential appends find the writer idle.
+    assert_eq!(inline_commits(multi(), Synchronous::Full), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_commits_still_checkpoint_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteConfig {
+        synchronous: Synchronous::Normal,
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    // Each commit adds at least two 4 KiB frames (a table and an index page): without
+    // checkpoints 4,000 commits would leave a WAL of more than 32 MB.
+    append_one_by_one(&store, 4000).await;
+    let stats = store.commit_stats();
+    assert!(stats.inline > 3000, "{stats:?}");
+    let wal = std::fs::metadata(dir.path().join("events.db-wal")).unwrap().len();
+    assert!(wal < 16 << 20, "WAL of {wal} bytes: never checkpointed");
+    store.close().await;
 }
 
 #[tokio::test]
