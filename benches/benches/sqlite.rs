@@ -8,8 +8,8 @@
 //! - e: loading one aggregate of 10,000 events; raw: select + decode;
 //! - f: workload a with AES-256-GCM and zstd on; the baseline is workload a without them;
 //! - h: loading a 10,000-event aggregate with snapshots every 100 events; baseline: without;
-//! - g: one point read (`latest`), the cost of handing work to the store's threads; raw: the
-//!   same select on the calling thread.
+//! - g: one point read (`latest`), the cost of the async store API; raw: the same select on
+//!   the calling thread.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]

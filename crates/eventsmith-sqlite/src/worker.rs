@@ -337,7 +337,11 @@ pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_grou
                 // fsync instead of alternating between two half-size groups. Without fsync a
                 // commit is too short for waiting to pay.
                 let target = last.size.min(max_group);
-                let wait = if writer.gather { last.took / 2 } else { Duration::ZERO };
+                let wait = if writer.gather {
+                    last.took / 2
+                } else {
+                    Duration::ZERO
+                };
                 let deadline = Instant::now() + wait;
                 let mut group = vec![job];
                 while group.len() < max_group {

@@ -31,8 +31,11 @@ const BATCH: u64 = 5;
 const KILLS: usize = 20;
 const RACE_POSITIONS: u64 = 200;
 
+/// Multi-threaded, as in a server: appends that find the writer idle commit inline, the
+/// others (and those that find another process holding the lock) on the writer thread.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
@@ -142,6 +145,9 @@ fn child_race(path: &Path, sequence: Uuid, name: &str) {
                 Err(e) => panic!("{name}: {e}"),
             }
         }
+        let stats = store.commit_stats();
+        writeln!(out, "inline {}", stats.inline).unwrap();
+        writeln!(out, "queued {}", stats.transactions - stats.inline).unwrap();
     });
 }
 
@@ -169,7 +175,7 @@ fn two_processes_race_for_each_position() {
         })
         .collect();
     let mut wins: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
-    let mut losses = 0;
+    let (mut losses, mut inline, mut queued) = (0, 0, 0);
     for (name, child) in children {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "child {name} failed");
@@ -179,6 +185,8 @@ fn two_processes_race_for_each_position() {
             match what {
                 "won" => wins.entry(position).or_default().push(name),
                 "lost" => losses += 1,
+                "inline" => inline += position,
+                "queued" => queued += position,
                 _ => {}
             }
         }
@@ -190,6 +198,9 @@ fn two_processes_race_for_each_position() {
     for (position, winners) in &wins {
         assert_eq!(winners.len(), 1, "position {position} won by {winners:?}");
     }
+    // Both ways of committing took part: inline, and on the writer thread after finding the
+    // other process holding the lock.
+    assert!(inline > 0 && queued > 0, "inline {inline}, queued {queued}");
     let stored = runtime().block_on(async {
         SqliteStore::open(&path)
             .await

@@ -322,7 +322,9 @@ async fn inline_commits_still_checkpoint_the_wal() {
     append_one_by_one(&store, 4000).await;
     let stats = store.commit_stats();
     assert!(stats.inline > 3000, "{stats:?}");
-    let wal = std::fs::metadata(dir.path().join("events.db-wal")).unwrap().len();
+    let wal = std::fs::metadata(dir.path().join("events.db-wal"))
+        .unwrap()
+        .len();
     assert!(wal < 16 << 20, "WAL of {wal} bytes: never checkpointed");
     store.close().await;
 }
