@@ -1,6 +1,6 @@
 //! The schema, its version, and the checks that keep eventsmith away from files it did not write.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 use eventsmith_core::StoreError;
 
@@ -45,16 +45,19 @@ CREATE TABLE tracking (
 /// writes to it (even `journal_mode=WAL` changes the file header, so this runs first).
 /// Returns whether the schema must be created.
 pub(crate) fn check(conn: &Connection, path: &str) -> Result<bool, StoreError> {
-    let pragma = |name: &str| -> Result<i64, StoreError> {
-        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-            .map_err(|e| from_sqlite(e, path))
+    let stamp = if conn.is_autocommit() {
+        // One read transaction: another connection may be creating the schema right now, and
+        // three separate reads could see its tables but not yet its stamp.
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(|e| from_sqlite(e, path))?;
+        let stamp = read_stamp(&tx, path)?;
+        tx.commit().map_err(|e| from_sqlite(e, path))?;
+        stamp
+    } else {
+        read_stamp(conn, path)?
     };
-    let application_id = pragma("application_id")?;
-    let user_version = pragma("user_version")?;
-    let tables: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| from_sqlite(e, path))?;
-    match (application_id, user_version, tables) {
+    match stamp {
         (0, 0, 0) => Ok(true),
         (id, v, _) if id == i64::from(APPLICATION_ID) && v == i64::from(SCHEMA_VERSION) => {
             Ok(false)
@@ -77,9 +80,29 @@ pub(crate) fn check(conn: &Connection, path: &str) -> Result<bool, StoreError> {
     }
 }
 
-/// Creates the schema and stamps the file, in one transaction.
+/// The file's application id, schema version and number of schema objects.
+fn read_stamp(conn: &Connection, path: &str) -> Result<(i64, i64, i64), StoreError> {
+    let read = |sql: &str| -> Result<i64, StoreError> {
+        conn.query_row(sql, [], |r| r.get(0))
+            .map_err(|e| from_sqlite(e, path))
+    };
+    Ok((
+        read("PRAGMA application_id")?,
+        read("PRAGMA user_version")?,
+        read("SELECT count(*) FROM sqlite_master")?,
+    ))
+}
+
+/// Creates the schema and stamps the file, in one transaction. It takes the write lock first
+/// and checks again: another process (or store) opening the same new file may have created
+/// the schema since [`check`] looked.
 pub(crate) fn create(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(|e| from_sqlite(e, path))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| from_sqlite(e, path))?;
+    if !check(&tx, path)? {
+        return Ok(());
+    }
     tx.execute_batch(CREATE).map_err(|e| from_sqlite(e, path))?;
     tx.execute_batch(&format!(
         "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"

@@ -34,6 +34,27 @@ async fn reopening_a_file_keeps_its_items_and_notification_ids() {
     assert_eq!(next.start, ids.end);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_a_new_file_at_once_all_get_one_schema() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let opens: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(SqliteStore::open(path.clone())))
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every open succeeds"));
+        }
+        let id = Uuid::new_v4();
+        stores[0].append(vec![item(id, 1)]).await.unwrap();
+        for store in &stores {
+            assert_eq!(store.select(id, &Select::all()).await.unwrap().len(), 1);
+            store.close().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused_and_the_file_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
