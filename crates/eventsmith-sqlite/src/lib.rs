@@ -284,20 +284,49 @@ fn open_writer(
         .map_err(|e| from_sqlite(e, name))?;
     let create = schema::check(&conn, name)?;
     if path.is_some() {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| from_sqlite(e, name))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::backend(format!(
-                "{name}: cannot switch to WAL mode (got {mode})"
-            )));
-        }
+        switch_to_wal(&conn, config.busy_timeout, name)?;
     }
     configure(&conn, config, name)?;
     if create {
         schema::create(&mut conn, name)?;
     }
     Ok(conn)
+}
+
+/// Puts the file in WAL mode (a lasting property of the file, so usually already done).
+/// Converting needs exclusive access and SQLite does not run the busy handler for it, so
+/// when other connections are opening the same new file it retries here, within the busy
+/// timeout; another connection finishing the conversion meanwhile is success too.
+fn switch_to_wal(conn: &Connection, busy_timeout: Duration, name: &str) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // Reading the mode takes no lock; `check` has already read the file, so the
+        // connection knows whether it is in WAL mode.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| from_sqlite(e, name))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(StoreError::backend(format!(
+                    "{name}: cannot switch to WAL mode (got {mode})"
+                )));
+            }
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                // This runs on the writer thread, never on an async worker.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(from_sqlite(e, name)),
+        }
+    }
 }
 
 impl SqliteStore {
