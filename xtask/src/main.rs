@@ -443,8 +443,10 @@ thread, which is why it can beat raw batched inserts.
 Why `normal-b` stays below its goal of 2x raw one-insert transactions: without fsync a
 commit costs little more than its inserts (each dirties its own random index page), so even
 raw inserts batched 10 to a transaction (the `raw` rate of `normal-c-batch-10`, in events/s)
-are only about 2x raw one-insert transactions, before any load, decode or encode. Group
-commit pays off where a commit waits for an fsync (`full-b`).
+are only 2-3x raw one-insert transactions, before a command's load, decode and encode (a
+third of its time in `normal-a`). And 8 tasks on 2 cores hand work between threads, which
+on this kind of machine costs about as much as a commit without fsync. Group commit pays off
+where a commit waits for an fsync (`full-b`).
 "
     )
 }
