@@ -297,8 +297,8 @@ impl Writer {
 
 /// Serves the writer channel. Appends queued together are committed in one transaction
 /// (group commit): each runs in its own savepoint, so a conflicting batch is rolled back alone
-/// while its neighbours commit. Nothing waits for a group to fill: under load the queue holds
-/// several appends, when idle each append commits at once.
+/// while its neighbours commit. A lone append commits at once; only after a group of several
+/// appends, and only when commits fsync, does the writer wait (briefly) for the next group.
 pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_group: usize) {
     let mut next: Option<WriterMsg> = None;
     let mut last = LastGroup {
@@ -315,7 +315,8 @@ pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_grou
         };
         let mut guard = writer.lock();
         let Some(conn) = guard.as_mut() else {
-            // Closed: dropping the message drops its reply, which its sender reads as closed.
+            // Closed (only `Shutdown` closes, and then the loop ends; kept for safety):
+            // dropping the message drops its reply, which its sender reads as closed.
             continue;
         };
         match msg {
