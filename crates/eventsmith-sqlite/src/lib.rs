@@ -159,22 +159,10 @@ struct Inner {
     writer: Arc<Writer>,
     /// Work for the writer thread; it ends when this closes.
     queue: Sender<WriterMsg>,
-    /// How an append may commit on the caller's thread.
-    inline: InlineCommit,
     /// `None` for in-memory stores, whose only connection is the writer's.
     reads: Option<ReadPool>,
     closed: AtomicBool,
     path: Arc<str>,
-}
-
-/// When an append that finds the writer idle commits on the caller's thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InlineCommit {
-    /// Always: the commit does not fsync ([`Synchronous::Normal`], memory), so it is short.
-    Always,
-    /// The commit fsyncs ([`Synchronous::Full`]): only inside tokio's `block_in_place`, which
-    /// hands the worker's other tasks to another thread first.
-    BlockInPlace,
 }
 
 impl std::fmt::Debug for WriterMsg {
@@ -355,11 +343,6 @@ impl SqliteStore {
         };
         // Only a file with synchronous=FULL fsyncs at every commit.
         let commits_fsync = path.is_some() && config.synchronous == Synchronous::Full;
-        let inline = if commits_fsync {
-            InlineCommit::BlockInPlace
-        } else {
-            InlineCommit::Always
-        };
         let (queue, queue_rx) = crossbeam_channel::unbounded();
         let ready = {
             let (path, config, name) = (path.clone(), config.clone(), name.clone());
@@ -386,7 +369,6 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 writer,
                 queue,
-                inline,
                 reads,
                 closed: AtomicBool::new(false),
                 path: name,
@@ -546,21 +528,19 @@ impl SqliteStore {
             // Others are waiting for the writer thread: queue behind them.
             return None;
         }
-        match inner.inline {
-            InlineCommit::Always => {
-                let guard = inner.writer.try_idle()?;
-                inner.writer.commit_inline(guard, batch, &inner.queue)
-            }
-            InlineCommit::BlockInPlace => {
-                if !may_block_in_place() {
-                    return None;
-                }
-                let guard = inner.writer.try_idle()?;
-                tokio::task::block_in_place(|| {
-                    inner.writer.commit_inline(guard, batch, &inner.queue)
-                })
-            }
+        let writer = &inner.writer;
+        if !writer.commits_fsync() {
+            // Without fsync ([`Synchronous::Normal`], memory) a commit is short: run it here.
+            let guard = writer.try_idle()?;
+            return writer.commit_inline(guard, batch, &inner.queue);
         }
+        // An fsync only inside tokio's `block_in_place`, which first hands the worker's other
+        // tasks to another thread.
+        if !may_block_in_place() {
+            return None;
+        }
+        let guard = writer.try_idle()?;
+        tokio::task::block_in_place(|| writer.commit_inline(guard, batch, &inner.queue))
     }
 }
 

@@ -90,8 +90,9 @@ pub(crate) struct Writer {
     conn: Mutex<Option<Connection>>,
     path: Arc<str>,
     busy_timeout: Duration,
-    /// Commits fsync, so the writer thread may wait briefly to gather a larger group.
-    gather: bool,
+    /// Every commit fsyncs (a file with `synchronous=FULL`): callers commit inline only
+    /// where they may block, and the writer thread may wait briefly to gather a larger group.
+    commits_fsync: bool,
     /// A checkpoint request is queued for the writer thread.
     checkpoint_queued: AtomicBool,
     /// The writer thread's last group had several appends: appends are arriving
@@ -123,13 +124,17 @@ impl Writer {
             conn: Mutex::new(Some(conn)),
             path,
             busy_timeout,
-            gather: commits_fsync,
+            commits_fsync,
             checkpoint_queued: AtomicBool::new(false),
             grouping: AtomicBool::new(false),
             appends: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             inline: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn commits_fsync(&self) -> bool {
+        self.commits_fsync
     }
 
     pub(crate) fn stats(&self) -> CommitStats {
@@ -338,7 +343,7 @@ pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_grou
                 // fsync instead of alternating between two half-size groups. Without fsync a
                 // commit is too short for waiting to pay.
                 let target = last.size.min(max_group);
-                let wait = if writer.gather {
+                let wait = if writer.commits_fsync {
                     last.took / 2
                 } else {
                     Duration::ZERO
