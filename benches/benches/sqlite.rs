@@ -2,7 +2,8 @@
 //! with the same schema and pragmas, for synchronous=FULL and NORMAL:
 //!
 //! - a: commands (load + decide + save one event), one task; raw: one insert per transaction;
-//! - b: the same commands from 8 tasks on distinct aggregates; raw as in a;
+//! - b: the same commands from 8 tasks on distinct aggregates; raw as in a, and beside it
+//!   raw-grouped-8, the same commands in raw rusqlite on one thread, 8 to a transaction;
 //! - c: appends of 10 events per atomic batch; raw: 10 inserts per transaction;
 //! - d: the whole notification log in pages of 1,000, decoded; raw: the same selects;
 //! - e: loading one aggregate of 10,000 events; raw: select + decode;
@@ -133,6 +134,54 @@ fn raw_single_inserts(conn: &Connection, mapper: &EventMapper<BenchEvent>, iters
     start.elapsed()
 }
 
+/// The most group commit could give workload b without threads: raw rusqlite on one thread
+/// runs its commands 8 to a transaction, each a select of the aggregate's items and an insert
+/// of the next one, with nothing decoded or encoded and no hand-offs between tasks.
+fn raw_grouped_commands(
+    conn: &Connection,
+    mapper: &EventMapper<BenchEvent>,
+    iters: u64,
+    group: usize,
+) -> Duration {
+    let aggregates = iters.div_ceil(10).max(group as u64);
+    let ids: Vec<Uuid> = (0..aggregates).map(|_| Uuid::new_v4()).collect();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for id in &ids {
+        raw_insert(conn, &item(mapper, *id, 1));
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    // Round r appends version r + 2 to every aggregate, as `commands` does.
+    let items: Vec<_> = (0..10u64)
+        .flat_map(|round| ids.iter().map(move |id| (*id, round + 2)))
+        .take(iters as usize)
+        .map(|(id, version)| item(mapper, id, version))
+        .collect();
+    let mut select = conn
+        .prepare_cached("SELECT sequence_id, position, topic, payload FROM integer_items WHERE sequence_id = ?1 ORDER BY position")
+        .unwrap();
+    let start = Instant::now();
+    for chunk in items.chunks(group) {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for it in chunk {
+            let loaded = select
+                .query_map([it.sequence_id.as_bytes()], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .unwrap()
+                .count();
+            assert_eq!(loaded as u64, it.position - 1);
+            raw_insert(conn, it);
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    start.elapsed()
+}
+
 fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = SqliteConfig {
@@ -165,6 +214,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
     });
     g.bench_function("raw", |b| {
         b.iter_custom(|iters| raw_single_inserts(&raw, &mapper, iters))
+    });
+    g.bench_function("raw-grouped-8", |b| {
+        b.iter_custom(|iters| raw_grouped_commands(&raw, &mapper, iters, 8))
     });
     g.finish();
 

@@ -301,6 +301,9 @@ fn render(rows: &[Row]) -> String {
         for (name, rate) in &row.measured {
             let ratio = rate / row.baseline.1;
             let (goal_text, met) = match goal(&row.group) {
+                // A second raw measurement is context for the goal (the most raw SQLite
+                // itself reaches), not something the goal applies to.
+                Some(_) if name.starts_with("raw") => ("(raw SQLite's own rate: context)", ""),
                 Some((min, text)) => (text, if ratio >= min { "yes" } else { "no" }),
                 None => ("", ""),
             };
@@ -421,7 +424,9 @@ schema and pragmas.
 - **a-commands**: load an aggregate (1 to 10 events), decide, save one event with
   concurrency control, from one task; baseline: one `INSERT` per transaction.
 - **b-commands-8-tasks**: the same from 8 tasks on distinct aggregates (group commit);
-  baseline as in a.
+  baseline as in a. Beside it, `raw-grouped-8`: the same commands in raw rusqlite on one
+  thread, 8 to a transaction (select the aggregate's items, insert the next one), with
+  nothing decoded or encoded and no hand-offs: what group commit of 8 gives SQLite itself.
 - **c-batch-10**: one atomic append of 10 events; baseline: 10 inserts in one transaction.
 - **d-notifications**: the whole notification log in pages of 1,000, decoded; baseline:
   the same selects without decoding.
@@ -440,13 +445,15 @@ appends go to the writer thread, which commits them in groups. The raw baselines
 SQLite's auto-checkpoint inside their commits; eventsmith runs checkpoints on its writer
 thread, which is why it can beat raw batched inserts.
 
-Why `normal-b` stays below its goal of 2x raw one-insert transactions: without fsync a
-commit costs little more than its inserts (each dirties its own random index page), so even
-raw inserts batched 10 to a transaction (the `raw` rate of `normal-c-batch-10`, in events/s)
-are only 2-3x raw one-insert transactions, before a command's load, decode and encode (a
-third of its time in `normal-a`). And 8 tasks on 2 cores hand work between threads, which
-on this kind of machine costs about as much as a commit without fsync. Group commit pays off
-where a commit waits for an fsync (`full-b`).
+Why `normal-b` stays below its goal of 2x raw one-insert transactions: raw SQLite itself
+does not reach it. `raw-grouped-8` runs the same commands 8 to a transaction, on one thread,
+with no decoding and no hand-offs, and with `NORMAL` it is close to 1x raw one-insert
+transactions. Without fsync a commit costs little more than its inserts (each dirties its
+own random index page), and a command's load, which reads pages scattered through the file,
+costs about as much as a commit. Group commit pays off where a commit waits for an fsync
+(`full-b`, where `raw-grouped-8` is several times raw one-insert transactions). The
+eventsmith rate against `raw-grouped-8` shows what the async API, the mapper and the hand-offs
+between 8 tasks on 2 cores cost.
 "
     )
 }
