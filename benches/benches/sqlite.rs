@@ -57,16 +57,17 @@ fn item(mapper: &EventMapper<BenchEvent>, id: Uuid, version: u64) -> IntegerSequ
     mapper.encode(&envelope(id, version)).unwrap()
 }
 
-/// A plain rusqlite connection with the pragmas the store sets (WAL, synchronous, cache size).
 fn raw_connection(path: &Path, sync: Synchronous) -> Connection {
     let conn = Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let config = SqliteConfig {
-        synchronous: sync,
-        ..SqliteConfig::default()
+    let sync = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!("PRAGMA journal_mode = WAL; {}", config.pragmas()))
-        .unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+    ))
+    .unwrap();
     conn
 }
 

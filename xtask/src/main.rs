@@ -419,7 +419,7 @@ command workloads, reads per second for g). Criterion's full reports (with plots
 
 SQLite (WAL; `full` and `normal` are `synchronous=FULL` and `NORMAL`; ~100-byte events
 encoded with postcard). The `raw` baselines use rusqlite directly on a file with the same
-schema and pragmas (`SqliteConfig::pragmas`: synchronous and a 16 MiB page cache).
+schema and pragmas.
 
 - **a-commands**: load an aggregate (1 to 10 events), decide, save one event with
   concurrency control, from one task; baseline: one `INSERT` per transaction.

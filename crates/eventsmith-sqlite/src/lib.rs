@@ -135,28 +135,6 @@ pub struct SqliteConfig {
     pub read_connections: usize,
     /// The most appends committed in one transaction.
     pub max_group: usize,
-    /// Bytes of page cache each connection may keep (`PRAGMA cache_size`); SQLite's default
-    /// is 2 MB. Every append walks the unique index at a random place (sequence ids are
-    /// random), so the write connection wants the index's inner pages and recent leaves to
-    /// stay cached. The bundled SQLite also gives all connections of a process one shared
-    /// pool of cache memory, so connections (this store's readers, other stores) evict each
-    /// other's pages: with 2 MB, the write connection measurably re-read pages at nearly
-    /// every commit. Memory is taken only as pages are read.
-    pub cache_size: usize,
-}
-
-impl SqliteConfig {
-    /// The per-connection pragmas this configuration sets (after `journal_mode = WAL` for
-    /// files), as SQL: for tools and baselines that must open a file the way the store does.
-    pub fn pragmas(&self) -> String {
-        let sync = match self.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        // A negative cache size is in KiB.
-        let kib = (self.cache_size / 1024).max(1);
-        format!("PRAGMA synchronous = {sync}; PRAGMA cache_size = -{kib};")
-    }
 }
 
 impl Default for SqliteConfig {
@@ -166,7 +144,6 @@ impl Default for SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
             max_group: 256,
-            cache_size: 16 << 20,
         }
     }
 }
@@ -274,7 +251,11 @@ fn spawn<S, T: Send + 'static>(
 fn configure(conn: &Connection, config: &SqliteConfig, path: &str) -> Result<(), StoreError> {
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| from_sqlite(e, path))?;
-    conn.execute_batch(&config.pragmas())
+    let sync = match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
         .map_err(|e| from_sqlite(e, path))
 }
 
@@ -931,38 +912,5 @@ impl Inventory for SqliteStore {
             },
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pragma(conn: &Connection, name: &str) -> i64 {
-        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn every_connection_gets_the_configured_cache_and_durability() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = SqliteConfig {
-            synchronous: Synchronous::Normal,
-            cache_size: 3 << 20,
-            ..SqliteConfig::default()
-        };
-        let store = SqliteStore::open_with(dir.path().join("events.db"), config)
-            .await
-            .unwrap();
-        {
-            let writer = store.inner.writer.try_idle().unwrap();
-            let reader = store.inner.reads.as_ref().unwrap().open("test").unwrap();
-            for conn in [writer.as_ref().unwrap(), &reader] {
-                // A negative cache size is in KiB; synchronous NORMAL is 1.
-                assert_eq!(pragma(conn, "cache_size"), -3072);
-                assert_eq!(pragma(conn, "synchronous"), 1);
-            }
-        }
-        store.close().await;
     }
 }
