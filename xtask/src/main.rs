@@ -447,7 +447,7 @@ thread, which is why it can beat raw batched inserts.
 
 Why `normal-b` stays below its goal of 2x raw one-insert transactions: raw SQLite itself
 does not reach it. `raw-grouped-8` runs the same commands 8 to a transaction, on one thread,
-with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.1x to 1.8x
+with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.4x to 1.8x
 raw one-insert transactions across our runs; this run's figure is in the table). Without fsync a commit costs little more than its inserts (each dirties its
 own random index page), and a command's load, which reads pages scattered through the file,
 costs about as much as a commit. Group commit pays off where a commit waits for an fsync
