@@ -53,10 +53,11 @@
 //! its own savepoint: a conflicting batch is rolled back alone and gets its conflict, its
 //! neighbours commit. One fsync then serves many appends, which is what makes concurrent
 //! writers faster than one transaction each. Without fsync ([`Synchronous::Normal`]) there is
-//! little to share: a commit costs about as much as its inserts, so grouping gains little. While appends arrive concurrently (the last group
-//! had several), they all go to the writer thread rather than inline; when commits fsync, the
-//! writer waits up to half its last commit's time for a group as large as the last one, so
-//! that writers share one fsync instead of alternating between two half-size groups.
+//! little to share: a commit costs about as much as its inserts, so grouping gains little.
+//! While appends arrive concurrently (the last group had several), they all go to the writer
+//! thread rather than inline; when commits fsync, the writer waits up to half its last
+//! commit's time for a group as large as the last one, so that writers share one fsync
+//! instead of alternating between two half-size groups.
 //! [`SqliteStore::commit_stats`] counts appends, transactions and inline commits.
 //!
 //! # Durability
