@@ -446,14 +446,17 @@ SQLite's auto-checkpoint inside their commits; eventsmith runs checkpoints on it
 thread, which is why it can beat raw batched inserts.
 
 Why `normal-b` stays below its goal of 2x raw one-insert transactions: raw SQLite itself
-does not reach it. `raw-grouped-8` runs the same commands 8 to a transaction, on one thread,
-with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.4x to 1.8x
-raw one-insert transactions across our runs; this run's figure is in the table). Without fsync a commit costs little more than its inserts (each dirties its
-own random index page), and a command's load, which reads pages scattered through the file,
-costs about as much as a commit. Group commit pays off where a commit waits for an fsync
-(`full-b`, where `raw-grouped-8` is several times raw one-insert transactions). The
-eventsmith rate against `raw-grouped-8` shows what the async API, the mapper and the hand-offs
-between 8 tasks on 2 cores cost.
+does not reach it on one thread. `raw-grouped-8` runs the same commands 8 to a transaction,
+with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.4x to 1.8x raw
+one-insert transactions across our runs; this run's figure is in the table). Without fsync
+a commit costs little more than its inserts (each dirties its own random index page), and a
+command's load, which reads pages scattered through the file, costs about as much as a
+commit. Loads on a second core help little: a reader connection's page cache is dropped
+whenever another connection commits (raw rusqlite with loads on one thread and grouped
+commits on another measured 0.9x to 1.1x raw one-insert transactions). Group commit pays off
+where a commit waits for an fsync (`full-b`, where `raw-grouped-8` is several times raw
+one-insert transactions). The eventsmith rate against `raw-grouped-8` shows what the async
+API, the mapper and the hand-offs between 8 tasks on 2 cores cost.
 
 `normal-a` sits at its goal of 0.7x: across our runs it measured 0.61x to 0.75x, as much
 because the raw one-insert rate moves by a fifth from run to run on this machine as because
