@@ -3,7 +3,8 @@
 //!
 //! - a: commands (load + decide + save one event), one task; raw: one insert per transaction;
 //! - b: the same commands from 8 tasks on distinct aggregates; raw as in a, and beside it
-//!   raw-grouped-8, the same commands in raw rusqlite on one thread, 8 to a transaction;
+//!   raw-grouped-8, the same commands in raw rusqlite on one thread, 8 to a transaction, and
+//!   raw-pipelined-8, loads on one thread and grouped commits on another;
 //! - c: appends of 10 events per atomic batch; raw: 10 inserts per transaction;
 //! - d: the whole notification log in pages of 1,000, decoded; raw: the same selects;
 //! - e: loading one aggregate of 10,000 events; raw: select + decode;
@@ -30,7 +31,7 @@ use eventsmith_core::{
 use eventsmith_mapper::{CodecId, Encrypt, EventMapper};
 use eventsmith_snapshot::SnapshotRepository;
 use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
@@ -134,15 +135,15 @@ fn raw_single_inserts(conn: &Connection, mapper: &EventMapper<BenchEvent>, iters
     start.elapsed()
 }
 
-/// The most group commit could give workload b without threads: raw rusqlite on one thread
-/// runs its commands 8 to a transaction, each a select of the aggregate's items and an insert
-/// of the next one, with nothing decoded or encoded and no hand-offs between tasks.
-fn raw_grouped_commands(
+/// Workload b's commands for the raw baselines: `iters` appends to aggregates created (one
+/// event each) before timing, round r appending version r + 2 to every aggregate, as
+/// `commands` does.
+fn raw_commands_workload(
     conn: &Connection,
     mapper: &EventMapper<BenchEvent>,
     iters: u64,
     group: usize,
-) -> Duration {
+) -> Vec<IntegerSequencedItem> {
     let aggregates = iters.div_ceil(10).max(group as u64);
     let ids: Vec<Uuid> = (0..aggregates).map(|_| Uuid::new_v4()).collect();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -150,35 +151,86 @@ fn raw_grouped_commands(
         raw_insert(conn, &item(mapper, *id, 1));
     }
     conn.execute_batch("COMMIT").unwrap();
-    // Round r appends version r + 2 to every aggregate, as `commands` does.
-    let items: Vec<_> = (0..10u64)
+    (0..10u64)
         .flat_map(|round| ids.iter().map(move |id| (*id, round + 2)))
         .take(iters as usize)
         .map(|(id, version)| item(mapper, id, version))
-        .collect();
+        .collect()
+}
+
+/// Loads an aggregate's items the way a command does; returns how many there are.
+fn raw_load(conn: &Connection, id: Uuid) -> usize {
     let mut select = conn
         .prepare_cached("SELECT sequence_id, position, topic, payload FROM integer_items WHERE sequence_id = ?1 ORDER BY position")
         .unwrap();
+    select
+        .query_map([id.as_bytes()], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .unwrap()
+        .count()
+}
+
+/// The most group commit could give workload b on one thread: raw rusqlite runs its commands
+/// 8 to a transaction, each a load of the aggregate and an insert of the next item, with
+/// nothing decoded or encoded and no hand-offs between tasks.
+fn raw_grouped_commands(
+    conn: &Connection,
+    mapper: &EventMapper<BenchEvent>,
+    iters: u64,
+    group: usize,
+) -> Duration {
+    let items = raw_commands_workload(conn, mapper, iters, group);
     let start = Instant::now();
     for chunk in items.chunks(group) {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         for it in chunk {
-            let loaded = select
-                .query_map([it.sequence_id.as_bytes()], |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                })
-                .unwrap()
-                .count();
-            assert_eq!(loaded as u64, it.position - 1);
+            assert_eq!(raw_load(conn, it.sequence_id) as u64, it.position - 1);
             raw_insert(conn, it);
         }
         conn.execute_batch("COMMIT").unwrap();
     }
+    start.elapsed()
+}
+
+/// What a second core adds: this thread loads each aggregate on a read-only connection and
+/// hands the insert to a writer thread, which commits what it has been handed, up to
+/// `group` to a transaction.
+fn raw_pipelined_commands(
+    path: &Path,
+    sync: Synchronous,
+    mapper: &EventMapper<BenchEvent>,
+    iters: u64,
+    group: usize,
+) -> Duration {
+    let writer = raw_connection(path, sync);
+    let items = raw_commands_workload(&writer, mapper, iters, group);
+    let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let (handed, received) = std::sync::mpsc::sync_channel::<IntegerSequencedItem>(64);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Ok(first) = received.recv() {
+                writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+                raw_insert(&writer, &first);
+                for it in received.try_iter().take(group - 1) {
+                    raw_insert(&writer, &it);
+                }
+                writer.execute_batch("COMMIT").unwrap();
+            }
+        });
+        for it in items {
+            // The writer may not have committed this aggregate's previous item yet.
+            assert!((raw_load(&reader, it.sequence_id) as u64) < it.position);
+            handed.send(it).unwrap();
+        }
+        drop(handed);
+    });
     start.elapsed()
 }
 
@@ -194,8 +246,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
     let app = Application::<Account, _>::new(store.clone(), mapper()).with_command_attempts(1);
     let raw_path = dir.path().join("raw.db");
     let raw_grouped_path = dir.path().join("raw-grouped.db");
+    let raw_pipelined_path = dir.path().join("raw-pipelined.db");
     rt.block_on(async {
-        for path in [&raw_path, &raw_grouped_path] {
+        for path in [&raw_path, &raw_grouped_path, &raw_pipelined_path] {
             SqliteStore::open(path).await.unwrap().close().await;
         }
     });
@@ -225,6 +278,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
     let grouped = raw_connection(&raw_grouped_path, sync);
     g.bench_function("raw-grouped-8", |b| {
         b.iter_custom(|iters| raw_grouped_commands(&grouped, &mapper, iters, 8))
+    });
+    g.bench_function("raw-pipelined-8", |b| {
+        b.iter_custom(|iters| raw_pipelined_commands(&raw_pipelined_path, sync, &mapper, iters, 8))
     });
     g.finish();
 

@@ -427,6 +427,8 @@ schema and pragmas.
   baseline as in a. Beside it, `raw-grouped-8`: the same commands in raw rusqlite on one
   thread, 8 to a transaction (select the aggregate's items, insert the next one), with
   nothing decoded or encoded and no hand-offs: what group commit of 8 gives SQLite itself.
+  And `raw-pipelined-8`: loads on one thread (a read-only connection), inserts handed to a
+  second thread that commits up to 8 to a transaction: what a second core adds.
 - **c-batch-10**: one atomic append of 10 events; baseline: 10 inserts in one transaction.
 - **d-notifications**: the whole notification log in pages of 1,000, decoded; baseline:
   the same selects without decoding.
@@ -451,9 +453,8 @@ with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.4x
 one-insert transactions across our runs; this run's figure is in the table). Without fsync
 a commit costs little more than its inserts (each dirties its own random index page), and a
 command's load, which reads pages scattered through the file, costs about as much as a
-commit. Loads on a second core help little: a reader connection's page cache is dropped
-whenever another connection commits (raw rusqlite with loads on one thread and grouped
-commits on another measured 0.9x to 1.1x raw one-insert transactions). Group commit pays off
+commit. Loads on a second core help little (`raw-pipelined-8`): a reader connection's page
+cache is dropped whenever another connection commits. Group commit pays off
 where a commit waits for an fsync (`full-b`, where `raw-grouped-8` is several times raw
 one-insert transactions). The eventsmith rate against `raw-grouped-8` shows what the async
 API, the mapper and the hand-offs between 8 tasks on 2 cores cost.
