@@ -449,7 +449,7 @@ thread, which is why it can beat raw batched inserts.
 
 Why `normal-b` stays below its goal of 2x raw one-insert transactions: raw SQLite itself
 does not reach it on one thread. `raw-grouped-8` runs the same commands 8 to a transaction,
-with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.4x to 1.8x raw
+with no decoding and no hand-offs, and with `NORMAL` it stays below 2x too (1.3x to 1.8x raw
 one-insert transactions across our runs; this run's figure is in the table). Without fsync
 a commit costs little more than its inserts (each dirties its own random index page), and a
 command's load, which reads pages scattered through the file, costs about as much as a
@@ -461,7 +461,8 @@ API, the mapper and the hand-offs between 8 tasks on 2 cores cost.
 
 `normal-a` sits at its goal of 0.7x: across our runs it measured 0.61x to 0.75x, as much
 because the raw one-insert rate moves by a fifth from run to run on this machine as because
-eventsmith's does. A command reads the aggregate before it writes, and without fsync that
+eventsmith's does. `full-b` moves too, with this machine's fsync latency: 1.4x to 2.9x across
+our runs, at or above 2x in most. A command reads the aggregate before it writes, and without fsync that
 read costs a large part of a commit.
 "
     )
