@@ -48,7 +48,8 @@ impl Zstd {
         self
     }
 
-    /// A frame that decompresses to more than this is refused (a decompression bomb).
+    /// A frame that decompresses to more than this is refused (a decompression bomb). Payloads
+    /// longer than this are stored uncompressed, so that everything written can be read back.
     pub fn max_decompressed(mut self, bytes: usize) -> Self {
         self.max_decompressed = bytes;
         self
@@ -57,7 +58,9 @@ impl Zstd {
 
 impl Compressor for Zstd {
     fn compress(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        if bytes.len() < self.min_size {
+        // A payload the decompressor would refuse is stored as it is: what is written must load
+        // (the mapper's own size limit applies to uncompressed payloads).
+        if bytes.len() < self.min_size || bytes.len() > self.max_decompressed {
             return Ok(None);
         }
         let compressed = COMPRESSOR.with(|cell| {

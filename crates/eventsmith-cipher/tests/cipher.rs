@@ -462,3 +462,40 @@ proptest! {
         }
     }
 }
+
+/// What is written can be read: an event past the 64 MiB limit that zstd would shrink to
+/// kilobytes is refused on encode (nothing to store), and a payload larger than the
+/// decompressor's own limit is stored uncompressed, so it loads.
+#[test]
+fn what_is_written_can_be_read() {
+    let id = Uuid::new_v4();
+    let compressing = EventMapper::<NoteEvent>::builder()
+        .compressor(Arc::new(Zstd::new()))
+        .build()
+        .unwrap();
+    let huge = envelope(id, 1, &"a".repeat(eventsmith_mapper::MAX_PAYLOAD_LEN + 1));
+    match compressing.encode(&huge) {
+        Err(eventsmith_core::EncodeError::TooLarge { topic, len, max }) => {
+            assert_eq!(topic, "note.Noted");
+            assert!(len > max && max == eventsmith_mapper::MAX_PAYLOAD_LEN);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    drop(huge);
+
+    // A 4 MiB event under a 1 MiB decompression limit: stored uncompressed, read back.
+    let small_limit = EventMapper::<NoteEvent>::builder()
+        .compressor(Arc::new(Zstd::new().max_decompressed(1 << 20)))
+        .build()
+        .unwrap();
+    let big = envelope(id, 1, &"a".repeat(4 << 20));
+    let item = small_limit.encode(&big).unwrap();
+    let (header, _) = PayloadHeader::parse(&item.payload).unwrap();
+    assert!(!header.compressed, "compressed past the decompressor's limit");
+    assert_eq!(small_limit.decode(&item).unwrap(), big);
+    // Under the limit it is still compressed, and reads back.
+    let fits = envelope(id, 2, &"a".repeat(512 << 10));
+    let item = small_limit.encode(&fits).unwrap();
+    assert!(PayloadHeader::parse(&item.payload).unwrap().0.compressed);
+    assert_eq!(small_limit.decode(&item).unwrap(), fits);
+}

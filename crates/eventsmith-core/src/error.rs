@@ -164,6 +164,13 @@ pub enum DecodeErrorKind {
     /// Decryption failed.
     #[error(transparent)]
     Cipher(#[from] CipherError),
+    /// The payload is stored in plaintext, but this reader encrypts its topic and so accepts
+    /// only encrypted payloads of it (a forged or downgraded item). Plaintext written before
+    /// encryption was switched on is read only through an explicit opt-in with a bound.
+    #[error(
+        "payload is not encrypted, but this reader requires encryption for its topic (a forged or downgraded item?)"
+    )]
+    NotEncrypted,
     /// The codec could not deserialize the bytes.
     #[error("deserialization failed: {0}")]
     Deserialize(#[source] BoxError),
@@ -188,6 +195,17 @@ pub enum EncodeError {
     /// Compression failed.
     #[error("compression failed: {0}")]
     Compress(String),
+    /// The serialized event is larger than any reader accepts, so nothing is written: what a
+    /// store accepts, it must be able to read back.
+    #[error("event {topic:?} serializes to {len} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// The event's topic.
+        topic: String,
+        /// The serialized length.
+        len: usize,
+        /// The limit (`eventsmith_mapper::MAX_PAYLOAD_LEN`, 64 MiB, in the standard mapper).
+        max: usize,
+    },
     /// Encryption failed.
     #[error(transparent)]
     Cipher(#[from] CipherError),

@@ -52,7 +52,7 @@ use time::OffsetDateTime;
 
 use eventsmith_core::{
     Compressor, DecodeError, DecodeErrorKind, DomainEvent, EncodeError, Envelope, Event,
-    EventTypes, IntegerSequencedItem, Mapper, PayloadCipher, Position,
+    EventTypes, IntegerSequencedItem, Mapper, PayloadCipher, Position, Version,
 };
 
 #[cfg(feature = "bincode")]
@@ -112,6 +112,7 @@ pub struct EventMapperBuilder<E> {
     compressor: Option<Arc<dyn Compressor>>,
     cipher: Option<Arc<dyn PayloadCipher>>,
     encrypt: Encrypt,
+    plaintext_up_to: Option<u64>,
 }
 
 impl<E> fmt::Debug for EventMapperBuilder<E> {
@@ -133,6 +134,7 @@ impl<E: EventTypes> EventMapper<E> {
             compressor: None,
             cipher: None,
             encrypt: Encrypt::None,
+            plaintext_up_to: None,
         }
     }
 }
@@ -182,9 +184,30 @@ impl<E: DomainEvent> EventMapperBuilder<E> {
 
     /// Encrypts the events `which` selects with `cipher`; any encrypted payload is decrypted
     /// with it, whatever `which` says.
+    ///
+    /// The selected topics are also *required* to be encrypted on read: a plaintext event or
+    /// snapshot of such a topic fails to load with [`DecodeErrorKind::NotEncrypted`], so that
+    /// write access to the database is not enough to forge one. To read plaintext written
+    /// before encryption was switched on, opt in with
+    /// [`accept_plaintext_up_to`](Self::accept_plaintext_up_to).
     pub fn cipher(mut self, cipher: Arc<dyn PayloadCipher>, which: Encrypt) -> Self {
         self.cipher = Some(cipher);
         self.encrypt = which;
+        self
+    }
+
+    /// Accepts plaintext payloads of encrypted topics at positions (aggregate versions)
+    /// `1..=position`, events and snapshots alike; past the bound they are refused.
+    ///
+    /// This is the migration path for a store that switched encryption on after plaintext was
+    /// written: set the bound to the highest version any aggregate had then (`eventsmith verify
+    /// --key-file` lists the plaintext items and their positions). Within the bound, an
+    /// attacker who can write to the database can still forge plaintext items, for example at
+    /// the low versions of a new aggregate, so keep the bound as low as the data allows. Stored
+    /// events are immutable, so the bound stays for as long as the old plaintext is kept. Never
+    /// on by default.
+    pub fn accept_plaintext_up_to(mut self, position: Version) -> Self {
+        self.plaintext_up_to = Some(position);
         self
     }
 
@@ -197,6 +220,7 @@ impl<E: DomainEvent> EventMapperBuilder<E> {
                 compressor: self.compressor,
                 cipher: self.cipher,
                 encrypt: self.encrypt,
+                plaintext_up_to: self.plaintext_up_to,
             },
         })
     }

@@ -25,6 +25,7 @@ pub struct Payloads {
     pub(crate) compressor: Option<Arc<dyn Compressor>>,
     pub(crate) cipher: Option<Arc<dyn PayloadCipher>>,
     pub(crate) encrypt: Encrypt,
+    pub(crate) plaintext_up_to: Option<u64>,
 }
 
 impl fmt::Debug for Payloads {
@@ -34,6 +35,7 @@ impl fmt::Debug for Payloads {
             .field("compressor", &self.compressor.is_some())
             .field("cipher", &self.cipher.is_some())
             .field("encrypt", &self.encrypt)
+            .field("plaintext_up_to", &self.plaintext_up_to)
             .finish()
     }
 }
@@ -57,6 +59,7 @@ impl Payloads {
             compressor: None,
             cipher: None,
             encrypt: Encrypt::None,
+            plaintext_up_to: None,
         }
     }
 
@@ -71,6 +74,22 @@ impl Payloads {
         self.cipher = Some(cipher);
         self.encrypt = which;
         self
+    }
+
+    /// Reads plaintext payloads of encrypted topics at positions `1..=position`: the opt-in
+    /// for a store that switched encryption on after plaintext was written. See
+    /// [`EventMapperBuilder::accept_plaintext_up_to`](crate::EventMapperBuilder::accept_plaintext_up_to).
+    pub fn accept_plaintext_up_to(mut self, position: u64) -> Self {
+        self.plaintext_up_to = Some(position);
+        self
+    }
+
+    /// Whether this reader refuses a plaintext payload of `topic` at `position`: a cipher is
+    /// configured, it encrypts `topic`, and `position` is past the plaintext opt-in bound.
+    pub fn requires_encryption(&self, topic: &str, position: u64) -> bool {
+        self.cipher.is_some()
+            && self.encrypt.applies_to(topic)
+            && self.plaintext_up_to.is_none_or(|bound| position > bound)
     }
 
     /// Whether encrypted payloads can be opened (a cipher is configured).
@@ -98,6 +117,15 @@ impl Payloads {
             source,
         };
         let mut body = self.codec.encode(value).map_err(serialize_error)?;
+        // Every reader refuses bodies past the limit (codecs and the decompressor alike), so
+        // a larger one is refused here, before anything is written.
+        if body.len() > crate::MAX_PAYLOAD_LEN {
+            return Err(EncodeError::TooLarge {
+                topic: topic.to_owned(),
+                len: body.len(),
+                max: crate::MAX_PAYLOAD_LEN,
+            });
+        }
         let mut compressed = false;
         if let Some(compressor) = &self.compressor
             && let Some(smaller) = compressor.compress(&body).map_err(EncodeError::Compress)?
@@ -140,6 +168,11 @@ impl Payloads {
     }
 
     /// Checks, decrypts and decompresses an item's payload: its header and codec bytes.
+    ///
+    /// A plaintext payload of a topic this reader encrypts is refused with
+    /// [`DecodeErrorKind::NotEncrypted`] (see [`requires_encryption`](Self::requires_encryption)):
+    /// without the check, anyone who can write to the database could insert a plaintext item
+    /// and have it load as genuine.
     pub fn open<'a>(
         &self,
         item: &'a IntegerSequencedItem,
@@ -163,6 +196,9 @@ impl Payloads {
                     &item.payload[..header_len],
                 );
                 Cow::Owned(cipher.decrypt(item.sequence_id, key_id, &aad, body)?)
+            }
+            None if self.requires_encryption(&item.topic, item.position) => {
+                return Err(DecodeErrorKind::NotEncrypted);
             }
             // Plain payloads are decoded in place: no copy on the common read path.
             None => Cow::Borrowed(body),

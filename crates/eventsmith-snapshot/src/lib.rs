@@ -46,7 +46,9 @@
 //! Each snapshot records [`SnapshotState::STATE_VERSION`]. A snapshot of an older version is
 //! upcast when an upcaster from that version is registered
 //! ([`SnapshotRepository::upcast`]); otherwise it is ignored, a warning is logged (`tracing`),
-//! and the aggregate is rebuilt from its events. An unreadable snapshot never fails a load.
+//! and the aggregate is rebuilt from its events. An unreadable snapshot never fails a load,
+//! with one exception: a plaintext snapshot where the mapper requires encryption (a forgery or
+//! a downgrade, [`DecodeErrorKind::NotEncrypted`]) fails it with [`LoadError::Decode`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -58,8 +60,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use eventsmith_core::{
-    Aggregate, BoxError, DecodeErrorKind, EncodeError, Envelope, IntegerSequencedItem, ItemStore,
-    LoadError, Repository, Root, RootParts, SaveError, SnapshotStore, StoreError, Version,
+    Aggregate, BoxError, DecodeError, DecodeErrorKind, EncodeError, Envelope, IntegerSequencedItem,
+    ItemStore, LoadError, Position, Repository, Root, RootParts, SaveError, SnapshotStore,
+    StoreError, Version,
 };
 use eventsmith_mapper::{CodecId, Payloads};
 
@@ -103,6 +106,14 @@ impl std::error::Error for SnapshotError {
             SnapshotError::Store(e) => Some(e),
         }
     }
+}
+
+/// Why a stored snapshot is not used.
+enum Unusable {
+    /// Refused: the load fails (a plaintext snapshot where encryption is required).
+    Refused(DecodeErrorKind),
+    /// Ignored with a warning: the aggregate is rebuilt from its events.
+    Ignored(String),
 }
 
 /// A repository that loads from snapshots and takes them every N events.
@@ -205,7 +216,15 @@ impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
         let start = match self.store().latest_snapshot(id, until).await? {
             Some(item) => match self.decode(&item) {
                 Ok(root) => Some(root),
-                Err(reason) => {
+                Err(Unusable::Refused(kind)) => {
+                    return Err(LoadError::Decode(DecodeError {
+                        sequence_id: item.sequence_id,
+                        position: Position::Version(item.position),
+                        topic: item.topic.clone(),
+                        kind,
+                    }));
+                }
+                Err(Unusable::Ignored(reason)) => {
                     tracing::warn!(aggregate = %id, version = item.position, %reason, "ignoring snapshot; rebuilding from events");
                     None
                 }
@@ -215,27 +234,32 @@ impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
         self.repository.load_from(id, start, until).await
     }
 
-    /// Decodes a snapshot; any failure is a reason to rebuild from events instead.
-    fn decode(&self, item: &IntegerSequencedItem) -> Result<Root<A>, String> {
+    /// Decodes a snapshot. A snapshot that cannot be used is a reason to rebuild from events,
+    /// except a plaintext one where encryption is required: that is a forgery or a downgrade,
+    /// and the load fails so that it is seen.
+    fn decode(&self, item: &IntegerSequencedItem) -> Result<Root<A>, Unusable> {
         if item.topic != A::SNAPSHOT_TOPIC {
-            return Err(format!(
+            return Err(Unusable::Ignored(format!(
                 "topic {:?} is not {:?}",
                 item.topic,
                 A::SNAPSHOT_TOPIC
-            ));
+            )));
         }
-        let (header, body) = self.payloads.open(item).map_err(|e| e.to_string())?;
+        let (header, body) = self.payloads.open(item).map_err(|e| match e {
+            DecodeErrorKind::NotEncrypted => Unusable::Refused(e),
+            other => Unusable::Ignored(other.to_string()),
+        })?;
+        let ignored = |e: &dyn fmt::Display| Unusable::Ignored(e.to_string());
         let (created, modified, discarded, state) = if header.schema_version == A::STATE_VERSION {
-            Payloads::decode::<Stored<A>>(header.codec, &body).map_err(|e| e.to_string())?
+            Payloads::decode::<Stored<A>>(header.codec, &body).map_err(|e| ignored(&e))?
         } else {
             let upcaster = self.upcasters.get(&header.schema_version).ok_or_else(|| {
-                DecodeErrorKind::NoUpcaster {
+                ignored(&DecodeErrorKind::NoUpcaster {
                     found: header.schema_version,
                     current: A::STATE_VERSION,
-                }
-                .to_string()
+                })
             })?;
-            upcaster(header.codec, &body).map_err(|e| e.to_string())?
+            upcaster(header.codec, &body).map_err(|e| ignored(&e))?
         };
         Ok(Root::from_parts(RootParts {
             id: item.sequence_id,

@@ -11,6 +11,8 @@ use eventsmith_core::{
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
+pub use crate::encryption::forged_plaintext_is_refused;
+
 /// An item with a payload that says where it belongs.
 pub fn item(sequence_id: Uuid, position: Version, topic: &str) -> IntegerSequencedItem {
     SequencedItem {

@@ -23,6 +23,7 @@
 //! reason, instead of silently passing.
 
 pub mod cases;
+pub mod encryption;
 pub mod model;
 
 pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
@@ -60,6 +61,7 @@ macro_rules! conformance_suite {
             snapshot_rewrite_replaces,
             model_based_random_operations,
             versions_beyond_the_limit_are_invalid,
+            forged_plaintext_is_refused,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {
