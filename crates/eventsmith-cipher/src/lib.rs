@@ -32,6 +32,11 @@
 //! - Associated data binds a ciphertext to its place: moving it to another sequence, position or
 //!   topic, or editing its header, makes decryption fail. Deleting or reordering whole items is
 //!   not detected by encryption; version contiguity checks on load catch gaps.
+//! - A mapper with a cipher requires encryption for the topics it encrypts: a plaintext event or
+//!   snapshot of such a topic (a forgery by someone with write access to the database) fails to
+//!   load with [`DecodeErrorKind::NotEncrypted`](eventsmith_core::DecodeErrorKind), unless the
+//!   reader opted in to old plaintext up to a version bound. The full threat model is in
+//!   docs/mapper-codecs-encryption.md.
 //! - Decryption failures are one opaque error ([`CipherError::Decrypt`](eventsmith_core::CipherError)):
 //!   a wrong key and a tampered payload look the same, so there is no oracle.
 //! - Nonces are random 96-bit values from the OS generator. Rotate a [`Keyring`]'s current key
