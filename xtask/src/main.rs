@@ -50,7 +50,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// The fuzz targets, in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 3] = ["payload_header", "mapper_decode", "store_url"];
+const FUZZ_TARGETS: [&str; 4] = ["payload_header", "mapper_decode", "store_url", "key_file"];
 
 fn fuzz(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let seconds: u64 = match args.iter().find(|a| !a.starts_with("--")) {

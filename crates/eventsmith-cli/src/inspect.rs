@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use eventsmith_core::{IntegerSequencedItem, Inventory, ItemKind, Select, Support, Timestamp};
+use eventsmith_core::{
+    DecodeErrorKind, IntegerSequencedItem, Inventory, ItemKind, Select, Support, Timestamp,
+};
 use eventsmith_mapper::{CodecId, PayloadHeader, Payloads};
 use uuid::Uuid;
 
@@ -71,12 +73,37 @@ enum Body {
     Sealed(String),
 }
 
+/// Why a payload could not be opened: the key (wrong, unknown or erased) or anything else.
+enum OpenError {
+    Key(String),
+    Other(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Key(e) | OpenError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// How the key file fared in `verify`.
+#[derive(Default)]
+struct KeyUse {
+    /// Encrypted items left sealed (no key file).
+    sealed: u64,
+    /// Encrypted items the key file opened.
+    opened: u64,
+    /// Encrypted items the key file did not open.
+    refused: u64,
+}
+
 fn open_payload(
     payloads: &Payloads,
     item: &IntegerSequencedItem,
-) -> Result<(PayloadHeader, Body), String> {
+) -> Result<(PayloadHeader, Body), OpenError> {
     let header = PayloadHeader::parse(&item.payload)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| OpenError::Other(e.to_string()))?
         .0;
     if header.key_id.is_some() && !payloads.can_decrypt() {
         return Ok((
@@ -84,11 +111,14 @@ fn open_payload(
             Body::Sealed("encrypted; pass --key-file to decrypt".into()),
         ));
     }
-    let (header, body) = payloads.open(item).map_err(|e| e.to_string())?;
+    let (header, body) = payloads.open(item).map_err(|e| match e {
+        DecodeErrorKind::Cipher(_) => OpenError::Key(e.to_string()),
+        other => OpenError::Other(other.to_string()),
+    })?;
     let body = match header.codec {
         CodecId::Json => match serde_json::from_slice(&body) {
             Ok(v) => Body::Json(v),
-            Err(e) => return Err(format!("invalid JSON: {e}")),
+            Err(e) => return Err(OpenError::Other(format!("invalid JSON: {e}"))),
         },
         _ => Body::Bytes(body.into_owned()),
     };
@@ -178,17 +208,34 @@ pub(crate) async fn verify<S: Inventory>(
     payloads: &Payloads,
     with_key: bool,
 ) -> Result<usize, String> {
-    let mut problems = 0;
-    let mut report = |what: String| {
-        println!("problem: {what}");
-        problems += 1;
+    // Problems are printed at the end: a key file that opens no encrypted item is one error
+    // (a wrong key file, exit 2), not one line per item.
+    let mut found: Vec<String> = Vec::new();
+    let mut report = |what: String| found.push(what);
+    let mut keys = KeyUse::default();
+    let check = |item: &IntegerSequencedItem,
+                 what: String,
+                 keys: &mut KeyUse,
+                 report: &mut dyn FnMut(String)| {
+        let encrypted =
+            PayloadHeader::parse(&item.payload).is_ok_and(|(header, _)| header.key_id.is_some());
+        match open_payload(payloads, item) {
+            Ok((_, Body::Sealed(_))) => keys.sealed += 1,
+            Ok(_) if encrypted => keys.opened += 1,
+            Ok(_) => {}
+            Err(OpenError::Key(e)) => {
+                keys.refused += 1;
+                report(format!("{what}: {e}"));
+            }
+            Err(OpenError::Other(e)) => report(format!("{what}: {e}")),
+        }
     };
     let mut sequences = store
         .list_sequences(ItemKind::Integer)
         .await
         .map_err(store_error)?;
     sequences.sort();
-    let (mut items_checked, mut sealed) = (0u64, 0u64);
+    let mut items_checked = 0u64;
     for (id, _) in &sequences {
         let items = store
             .select(*id, &Select::all())
@@ -205,14 +252,25 @@ pub(crate) async fn verify<S: Inventory>(
         }
         for item in &items {
             items_checked += 1;
-            match open_payload(payloads, item) {
-                Ok((_, Body::Sealed(_))) => sealed += 1,
-                Ok(_) => {}
-                Err(e) => report(format!(
-                    "sequence {id} version {} ({}): {e}",
-                    item.position, item.topic
-                )),
-            }
+            let what = format!("sequence {id} version {} ({})", item.position, item.topic);
+            check(item, what, &mut keys, &mut report);
+        }
+    }
+    // Snapshots are sealed like events: the same checks, without the contiguity one.
+    let mut snapshotted = store
+        .list_sequences(ItemKind::Snapshots)
+        .await
+        .map_err(store_error)?;
+    snapshotted.sort();
+    let mut snapshots_checked = 0u64;
+    for (id, _) in &snapshotted {
+        for item in store.select_snapshots(*id).await.map_err(store_error)? {
+            snapshots_checked += 1;
+            let what = format!(
+                "snapshot of sequence {id} at version {} ({})",
+                item.position, item.topic
+            );
+            check(&item, what, &mut keys, &mut report);
         }
     }
     let mut notifications = 0u64;
@@ -244,10 +302,20 @@ pub(crate) async fn verify<S: Inventory>(
             after = last.id;
         }
     }
+    if with_key && keys.opened == 0 && keys.refused > 0 {
+        return Err(format!(
+            "the key file opens none of the {} encrypted items: a wrong key file?",
+            keys.refused
+        ));
+    }
+    let problems = found.len();
+    for what in &found {
+        println!("problem: {what}");
+    }
     println!(
-        "checked {} sequences, {items_checked} items, {notifications} notifications; {} sealed items {}",
+        "checked {} sequences, {items_checked} items, {snapshots_checked} snapshots, {notifications} notifications; {} sealed items {}",
         sequences.len(),
-        sealed,
+        keys.sealed,
         if with_key {
             ""
         } else {

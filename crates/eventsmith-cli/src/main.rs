@@ -9,8 +9,10 @@
 //! ```
 //!
 //! URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`.
-//! Exit codes: 0 fine, 1 `verify` found problems, 2 the command could not run (a bad URL, an
-//! unreachable server, a wrong key, a schema from a newer version): one line on stderr says why.
+//! Exit codes: 0 fine, 1 `verify` found problems (one line per item), 2 the command could not
+//! run (a bad URL, an unreachable server, a bad key file, a wrong key — for `verify`, a key file
+//! that opens none of the encrypted items —, a schema from a newer version): one line on stderr
+//! says why. With `--key-file`, `verify` reports plaintext events and snapshots as problems.
 //!
 //! A key file holds one key per line, `KEY_ID HEX` (64 hex digits); `#` starts a comment.
 
@@ -22,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use eventsmith_cipher::{AesGcmCipher, Key, Keyring, Zstd};
+use eventsmith_cipher::{AesGcmCipher, Zstd};
 use eventsmith_core::{MemoryStore, StoreError};
 use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_scylla::{CassandraConfig, CassandraStore};
@@ -132,44 +134,15 @@ async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
     }
 }
 
-/// Reads a key file into payload settings that decrypt and decompress anything.
-fn payloads(key_file: Option<&PathBuf>) -> Result<Payloads, String> {
+/// Reads a key file into payload settings that decrypt and decompress anything; with a key,
+/// `require` says which plaintext payloads are refused (`verify` refuses all).
+fn payloads(key_file: Option<&PathBuf>, require: Encrypt) -> Result<Payloads, String> {
     let payloads = Payloads::new(CodecId::Json).with_compressor(Arc::new(Zstd::new()));
     let Some(path) = key_file else {
         return Ok(payloads);
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-    let mut keyring: Option<Keyring> = None;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let bad = || {
-            format!(
-                "key file {} line {}: expected `KEY_ID HEX` with 64 hex digits",
-                path.display(),
-                n + 1
-            )
-        };
-        let (id, hex) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
-        let hex = hex.trim();
-        if hex.len() != 64 {
-            return Err(bad());
-        }
-        let mut bytes = [0u8; 32];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        let key = Key::from_bytes(bytes);
-        keyring = Some(match keyring {
-            None => Keyring::new(id, key),
-            Some(k) => k.with_retired(id, key),
-        });
-    }
-    let keyring = keyring.ok_or_else(|| format!("key file {} holds no key", path.display()))?;
-    Ok(payloads.with_cipher(Arc::new(AesGcmCipher::new(keyring)), Encrypt::None))
+    let keyring = eventsmith_cli::keyfile::read(path)?;
+    Ok(payloads.with_cipher(Arc::new(AesGcmCipher::new(keyring)), require))
 }
 
 /// `StoreError`s as one line.
@@ -202,14 +175,15 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             key_file,
         } => {
             let url = parse(&url)?;
-            let payloads = payloads(key_file.as_ref())?;
+            let payloads = payloads(key_file.as_ref(), Encrypt::None)?;
             let store = open(&url, false).await?;
             with_store!(&store, s => inspect::show(s, sequence_id, json, &payloads, key_file.is_some()).await)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { url, key_file } => {
             let url = parse(&url)?;
-            let payloads = payloads(key_file.as_ref())?;
+            // With a key file every payload must be encrypted: plaintext is reported.
+            let payloads = payloads(key_file.as_ref(), Encrypt::All)?;
             let store = open(&url, false).await?;
             let problems =
                 with_store!(&store, s => inspect::verify(s, &payloads, key_file.is_some()).await)?;

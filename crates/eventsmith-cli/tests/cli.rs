@@ -203,7 +203,7 @@ async fn verify_finds_a_flipped_byte_and_a_missing_version() {
     );
     assert!(
         String::from_utf8_lossy(&ok.stdout)
-            .contains("checked 3 sequences, 15 items, 15 notifications")
+            .contains("checked 3 sequences, 15 items, 1 snapshots, 15 notifications")
     );
 
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -335,4 +335,102 @@ async fn errors_are_one_line_naming_the_problem_with_exit_code_2() {
             assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         }
     }
+}
+
+/// With a key file, `verify` reports every plaintext event and snapshot (a forgery or a
+/// downgrade) and goes on; a key file that opens nothing is one line and exit 2; a key file
+/// that is not hex (non-ASCII text included) is one line naming its line, exit 2, no panic.
+#[tokio::test]
+async fn verify_with_a_key_file_reports_plaintext_and_wrong_or_bad_key_files_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.db");
+    let cipher = Arc::new(AesGcmCipher::new(Keyring::new(
+        "k1",
+        Key::from_bytes([7; 32]),
+    )));
+    let payloads = Payloads::new(CodecId::Json).with_cipher(cipher, Encrypt::All);
+    let ids = fill(&path, 2, 2, &payloads).await;
+    let key_file = dir.path().join("keys");
+    std::fs::write(&key_file, format!("k1 {}\n", "07".repeat(32))).unwrap();
+    let keys = key_file.to_str().unwrap();
+
+    let clean = eventsmith(&["verify", &url(&path), "--key-file", keys]);
+    let stdout = String::from_utf8_lossy(&clean.stdout);
+    assert!(clean.status.success(), "{stdout}");
+
+    // A forger with write access adds a plaintext event and a plaintext snapshot.
+    let store = SqliteStore::open(&path).await.unwrap();
+    let plain = json_payloads();
+    let forged = |v, topic| {
+        plain
+            .seal(ids[1], v, topic, 1, 0, &serde_json::json!({ "n": 1000 }))
+            .unwrap()
+    };
+    store
+        .append(vec![forged(3, "test.Happened")])
+        .await
+        .unwrap();
+    store
+        .write_snapshot(forged(3, "test.Snapshot"))
+        .await
+        .unwrap();
+    store.close().await;
+
+    let out = eventsmith(&["verify", &url(&path), "--key-file", keys]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "problem: sequence {} version 3 (test.Happened): payload is not encrypted",
+            ids[1]
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "problem: snapshot of sequence {} at version 3 (test.Snapshot): payload is not encrypted",
+            ids[1]
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 problem(s)"), "{stdout}");
+
+    // A wrong key: one line, exit 2, not one line per item.
+    std::fs::write(&key_file, format!("k1 {}\n", "08".repeat(32))).unwrap();
+    let wrong = eventsmith(&["verify", &url(&path), "--key-file", keys]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("wrong key file"), "{stderr}");
+
+    // Key files that are not `KEY_ID HEX`: non-ASCII, short, odd; never a panic (exit 101).
+    for text in [
+        format!("k1 {}\n", "é".repeat(32)),
+        format!("# ok\nk1 {}zz\n", "07".repeat(31)),
+        "k1 07\n".to_owned(),
+        "k1\n".to_owned(),
+    ] {
+        std::fs::write(&key_file, &text).unwrap();
+        for command in ["verify", "show"] {
+            let mut args = vec![command, "--key-file", keys];
+            let id = ids[0].to_string();
+            let u = url(&path);
+            args.insert(1, &u);
+            if command == "show" {
+                args.insert(2, &id);
+            }
+            let out = eventsmith(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{text:?}: {stderr}");
+            assert!(
+                stderr.contains("key file") && stderr.contains("line"),
+                "{text:?}: {stderr}"
+            );
+        }
+    }
+    std::fs::write(&key_file, [0xff, 0xfe, b'\n']).unwrap();
+    let out = eventsmith(&["verify", &url(&path), "--key-file", keys]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
 }
