@@ -491,7 +491,10 @@ fn what_is_written_can_be_read() {
     let big = envelope(id, 1, &"a".repeat(4 << 20));
     let item = small_limit.encode(&big).unwrap();
     let (header, _) = PayloadHeader::parse(&item.payload).unwrap();
-    assert!(!header.compressed, "compressed past the decompressor's limit");
+    assert!(
+        !header.compressed,
+        "compressed past the decompressor's limit"
+    );
     assert_eq!(small_limit.decode(&item).unwrap(), big);
     // Under the limit it is still compressed, and reads back.
     let fits = envelope(id, 2, &"a".repeat(512 << 10));
