@@ -80,6 +80,9 @@
 //! Created on first open, stamped with `PRAGMA application_id` and `PRAGMA user_version`
 //! ([`SCHEMA_VERSION`]). Opening a file with a newer schema, or a file that is not an
 //! eventsmith database, fails with [`StoreError::Corrupt`] before anything is written to it.
+//! Notification ids are `AUTOINCREMENT` rowids: an id is never handed out twice, even after
+//! the newest rows are deleted, so a follower positioned past them skips nothing. A version 1
+//! file (plain rowids) is migrated on open, in one transaction, keeping every row and id.
 
 mod error;
 mod projection;

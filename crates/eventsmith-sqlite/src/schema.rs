@@ -9,12 +9,16 @@ use crate::error::from_sqlite;
 /// `PRAGMA application_id` of every eventsmith database ("ESm1").
 pub(crate) const APPLICATION_ID: i32 = 0x4553_6d31;
 
-/// `PRAGMA user_version`: the schema version this build creates and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+/// `PRAGMA user_version`: the schema version this build creates and reads. Version 1 files
+/// are migrated on open (see [`MIGRATE_1_TO_2`]).
+pub const SCHEMA_VERSION: i32 = 2;
 
+// `AUTOINCREMENT`: a notification id is never handed out twice, even after the newest rows
+// are deleted (by hand, a restore, a future retention policy). A plain rowid would reuse them,
+// and a follower positioned past them would silently skip the new events.
 const CREATE: &str = "
 CREATE TABLE integer_items (
-    notification_id INTEGER PRIMARY KEY,
+    notification_id INTEGER PRIMARY KEY AUTOINCREMENT,
     sequence_id BLOB NOT NULL,
     position INTEGER NOT NULL,
     topic TEXT NOT NULL,
@@ -41,10 +45,41 @@ CREATE TABLE tracking (
 ) WITHOUT ROWID;
 ";
 
+/// Version 1 to 2: the notification id becomes `AUTOINCREMENT`. SQLite cannot alter a column
+/// to it, so the table is rebuilt with every row and id kept; inserting the ids sets the
+/// counter (`sqlite_sequence`) to the highest one. Runs in the caller's write transaction.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE integer_items_v2 (
+    notification_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sequence_id BLOB NOT NULL,
+    position INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    UNIQUE (sequence_id, position)
+);
+INSERT INTO integer_items_v2 (notification_id, sequence_id, position, topic, payload)
+    SELECT notification_id, sequence_id, position, topic, payload FROM integer_items
+    ORDER BY notification_id;
+DROP TABLE integer_items;
+ALTER TABLE integer_items_v2 RENAME TO integer_items;
+";
+
+/// What a file's stamp says must happen before this build uses it.
+#[derive(Debug, PartialEq, Eq)]
+enum Needs {
+    Nothing,
+    Create,
+    Migrate { from: i64 },
+}
+
 /// Checks the file is empty or an eventsmith database this build can read, before anything
 /// writes to it (even `journal_mode=WAL` changes the file header, so this runs first).
-/// Returns whether the schema must be created.
+/// Returns whether the schema must be created or migrated.
 pub(crate) fn check(conn: &Connection, path: &str) -> Result<bool, StoreError> {
+    Ok(needs(conn, path)? != Needs::Nothing)
+}
+
+fn needs(conn: &Connection, path: &str) -> Result<Needs, StoreError> {
     let stamp = if conn.is_autocommit() {
         // One read transaction: another connection may be creating the schema right now, and
         // three separate reads could see its tables but not yet its stamp.
@@ -58,10 +93,11 @@ pub(crate) fn check(conn: &Connection, path: &str) -> Result<bool, StoreError> {
         read_stamp(conn, path)?
     };
     match stamp {
-        (0, 0, 0) => Ok(true),
+        (0, 0, 0) => Ok(Needs::Create),
         (id, v, _) if id == i64::from(APPLICATION_ID) && v == i64::from(SCHEMA_VERSION) => {
-            Ok(false)
+            Ok(Needs::Nothing)
         }
+        (id, 1, _) if id == i64::from(APPLICATION_ID) => Ok(Needs::Migrate { from: 1 }),
         (id, v, _) if id == i64::from(APPLICATION_ID) && v > i64::from(SCHEMA_VERSION) => {
             Err(StoreError::Corrupt {
                 detail: format!(
@@ -93,17 +129,26 @@ fn read_stamp(conn: &Connection, path: &str) -> Result<(i64, i64, i64), StoreErr
     ))
 }
 
-/// Creates the schema and stamps the file, in one transaction. It takes the write lock first
-/// and checks again: another process (or store) opening the same new file may have created
-/// the schema since [`check`] looked.
+/// Creates or migrates the schema and stamps the file, in one transaction. It takes the write
+/// lock first and checks again: another process (or store) opening the same file may have
+/// created or migrated the schema since [`check`] looked.
 pub(crate) fn create(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| from_sqlite(e, path))?;
-    if !check(&tx, path)? {
-        return Ok(());
-    }
-    tx.execute_batch(CREATE).map_err(|e| from_sqlite(e, path))?;
+    let sql = match needs(&tx, path)? {
+        Needs::Nothing => return Ok(()),
+        Needs::Create => CREATE,
+        Needs::Migrate { from: 1 } => MIGRATE_1_TO_2,
+        Needs::Migrate { from } => {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "{path} has eventsmith schema version {from}, which has no migration"
+                ),
+            });
+        }
+    };
+    tx.execute_batch(sql).map_err(|e| from_sqlite(e, path))?;
     tx.execute_batch(&format!(
         "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
     ))

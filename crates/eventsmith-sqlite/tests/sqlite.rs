@@ -393,3 +393,99 @@ async fn versions_beyond_i64_are_invalid_items_not_wrapped() {
         1
     );
 }
+
+/// The newest rows deleted by hand (a restore, a retention job): the next appends get ids
+/// above every id ever handed out, so a follower positioned past the deleted ones skips nothing.
+#[tokio::test]
+async fn deleted_newest_rows_never_give_their_notification_ids_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let id = Uuid::new_v4();
+    let ids = store
+        .append((1..=5).map(|v| item(id, v)).collect())
+        .await
+        .unwrap();
+    let highest = ids.end - 1;
+    store.close().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "DELETE FROM integer_items WHERE notification_id > ?1",
+            [highest - 3],
+        )
+        .unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let other = Uuid::new_v4();
+    let again = store.append(vec![item(other, 1)]).await.unwrap();
+    assert!(
+        again.start > highest,
+        "ids {again:?} reuse ids up to {highest}"
+    );
+    // A follower that had read up to `highest` sees the new event.
+    let after = store.select_notifications(highest, 10, &[]).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].item.sequence_id, other);
+}
+
+/// A file of schema version 1 (plain rowid ids) is migrated on open: every row and id kept,
+/// the stamp raised, and from then on ids are never reused.
+#[tokio::test]
+async fn a_version_1_file_migrates_keeping_its_ids_and_never_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    {
+        // The version 1 schema, exactly as version 1 builds created it.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE integer_items (
+                 notification_id INTEGER PRIMARY KEY,
+                 sequence_id BLOB NOT NULL, position INTEGER NOT NULL,
+                 topic TEXT NOT NULL, payload BLOB NOT NULL,
+                 UNIQUE (sequence_id, position));
+             CREATE TABLE timestamp_items (sequence_id BLOB NOT NULL, position INTEGER NOT NULL,
+                 topic TEXT NOT NULL, payload BLOB NOT NULL,
+                 PRIMARY KEY (sequence_id, position)) WITHOUT ROWID;
+             CREATE TABLE snapshots (sequence_id BLOB NOT NULL, position INTEGER NOT NULL,
+                 topic TEXT NOT NULL, payload BLOB NOT NULL,
+                 PRIMARY KEY (sequence_id, position)) WITHOUT ROWID;
+             CREATE TABLE tracking (projection TEXT PRIMARY KEY,
+                 notification_id INTEGER NOT NULL) WITHOUT ROWID;
+             PRAGMA application_id = 1163095345; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for (n, id, v) in [(1, a, 1), (2, a, 2), (3, b, 1), (10, b, 2)] {
+            let it = item(id, v);
+            conn.execute(
+                "INSERT INTO integer_items VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![n, id.as_bytes(), v as i64, it.topic, it.payload],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let log = store.select_notifications(0, 100, &[]).await.unwrap();
+    let got: Vec<(u64, Uuid, u64)> = log
+        .iter()
+        .map(|n| (n.id, n.item.sequence_id, n.item.position))
+        .collect();
+    assert_eq!(got, vec![(1, a, 1), (2, a, 2), (3, b, 1), (10, b, 2)]);
+    assert_eq!(
+        store.select(b, &Select::all()).await.unwrap(),
+        vec![item(b, 1), item(b, 2)]
+    );
+    store.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    conn.execute("DELETE FROM integer_items WHERE notification_id = 10", [])
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = store.append(vec![item(b, 2)]).await.unwrap();
+    assert_eq!(ids, 11..12, "id 10 was handed out before the migration");
+}
