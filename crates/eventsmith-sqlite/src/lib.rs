@@ -680,18 +680,75 @@ fn read_timestamp_row(
     })
 }
 
-/// Reads rows of (sequence_id, position, topic, payload[, notification_id]).
+/// Reads rows of (sequence_id, position, topic, payload[, notification_id]). A column of the
+/// wrong SQL type or value (edited by hand, written by another tool) is `Corrupt`, naming the
+/// file and the item: its sequence id and position, or its notification id when those cannot
+/// be read.
 fn read_integer_row(
     row: &rusqlite::Row<'_>,
     path: &str,
 ) -> Result<IntegerSequencedItem, StoreError> {
-    let get = |e| from_sqlite(e, path);
-    let id: Vec<u8> = row.get(0).map_err(get)?;
+    use rusqlite::types::ValueRef;
+    let get = |i| row.get_ref(i).map_err(|e| from_sqlite(e, path));
+    let corrupt = |at: &str, what: String| StoreError::Corrupt {
+        detail: format!("{path}: {at}: {what}"),
+    };
+    let kind = |v: ValueRef<'_>| v.data_type().to_string().to_uppercase();
+    let row_name = || match row.get_ref(4) {
+        Ok(ValueRef::Integer(n)) => format!("the row of notification id {n}"),
+        _ => "a row".to_owned(),
+    };
+    let sequence_id = match get(0)? {
+        ValueRef::Blob(b) => Uuid::from_slice(b).map_err(|_| {
+            corrupt(
+                &row_name(),
+                format!("a sequence id of {} bytes, not 16", b.len()),
+            )
+        })?,
+        other => {
+            return Err(corrupt(
+                &row_name(),
+                format!("sequence id stored as {}, not BLOB", kind(other)),
+            ));
+        }
+    };
+    let position = match get(1)? {
+        ValueRef::Integer(v) => v,
+        other => {
+            return Err(corrupt(
+                &format!("sequence {sequence_id}"),
+                format!("position stored as {}, not INTEGER", kind(other)),
+            ));
+        }
+    };
+    let at = format!("sequence {sequence_id} position {position}");
+    let position = Version::try_from(position)
+        .map_err(|_| corrupt(&at, format!("negative position {position}")))?;
+    let topic = match get(2)? {
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .map_err(|_| corrupt(&at, "topic is not UTF-8".to_owned()))?
+            .to_owned(),
+        other => {
+            return Err(corrupt(
+                &at,
+                format!("topic stored as {}, not TEXT", kind(other)),
+            ));
+        }
+    };
+    let payload = match get(3)? {
+        ValueRef::Blob(b) => b.to_vec(),
+        other => {
+            return Err(corrupt(
+                &at,
+                format!("payload stored as {}, not BLOB", kind(other)),
+            ));
+        }
+    };
     Ok(SequencedItem {
-        sequence_id: read_uuid(&id, path)?,
-        position: read_version(row.get(1).map_err(get)?, path)?,
-        topic: row.get(2).map_err(get)?,
-        payload: row.get(3).map_err(get)?,
+        sequence_id,
+        position,
+        topic,
+        payload,
     })
 }
 

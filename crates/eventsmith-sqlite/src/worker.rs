@@ -448,14 +448,44 @@ fn insert_rows<P: Copy + Into<Position>>(
     Ok(ids)
 }
 
-/// One error for every job of a failed group; the retryable kind is kept.
+/// One error for every job of a failed group, of the same kind (`Busy`, `Corrupt`, `Closed`,
+/// ...), with the text once: a `Busy`'s source is copied, not the whole message around it.
 fn replicate(e: &StoreError) -> StoreError {
-    let message = e.to_string();
-    if e.is_retryable() {
-        StoreError::Busy {
-            source: message.into(),
-        }
-    } else {
-        StoreError::backend(message)
+    match e {
+        StoreError::Busy { source } => StoreError::Busy {
+            source: source.to_string().into(),
+        },
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Corrupt { detail } => StoreError::Corrupt {
+            detail: detail.clone(),
+        },
+        StoreError::Config { detail } => StoreError::Config {
+            detail: detail.clone(),
+        },
+        other => StoreError::backend(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every job of a failed group gets the group's kind of error, its text said once.
+    #[test]
+    fn a_failed_group_keeps_the_kind_of_its_error() {
+        let busy = replicate(&StoreError::Busy {
+            source: "database is locked".into(),
+        });
+        assert!(busy.is_retryable(), "{busy:?}");
+        assert_eq!(busy.to_string().matches("busy").count(), 1, "{busy}");
+        assert!(busy.to_string().ends_with("database is locked"), "{busy}");
+        assert!(matches!(replicate(&StoreError::Closed), StoreError::Closed));
+        let corrupt = replicate(&StoreError::Corrupt {
+            detail: "f.db: database disk image is malformed".into(),
+        });
+        assert!(
+            matches!(&corrupt, StoreError::Corrupt { detail } if detail == "f.db: database disk image is malformed"),
+            "{corrupt:?}"
+        );
     }
 }

@@ -489,3 +489,74 @@ async fn a_version_1_file_migrates_keeping_its_ids_and_never_reuses_them() {
     let ids = store.append(vec![item(b, 2)]).await.unwrap();
     assert_eq!(ids, 11..12, "id 10 was handed out before the migration");
 }
+
+/// Rows of the wrong SQL type or value, written by hand: reading them is `Corrupt`, naming the
+/// file, the sequence id and the position (or the notification id when the sequence id itself
+/// is unreadable); the other sequences still load.
+#[tokio::test]
+async fn rows_of_the_wrong_type_are_corrupt_naming_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let good = Uuid::new_v4();
+    store.append(vec![item(good, 1)]).await.unwrap();
+    store.close().await;
+    let (text_payload, blob_topic, negative) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let insert = |id: Uuid,
+                      position: i64,
+                      topic: rusqlite::types::Value,
+                      payload: rusqlite::types::Value| {
+            conn.execute(
+                "INSERT INTO integer_items (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id.as_bytes(), position, topic, payload],
+            )
+            .unwrap();
+        };
+        use rusqlite::types::Value::{Blob, Text};
+        insert(text_payload, 1, Text("t".into()), Text("not bytes".into()));
+        insert(blob_topic, 2, Blob(b"t".to_vec()), Blob(vec![1]));
+        insert(negative, -1, Text("t".into()), Blob(vec![1]));
+        conn.execute(
+            "INSERT INTO integer_items (notification_id, sequence_id, position, topic, payload) VALUES (100, x'0102', 1, 't', x'01')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let expect = |id: Uuid, at: &str, what: &str| {
+        let store = store.clone();
+        let (at, what) = (at.to_owned(), what.to_owned());
+        async move {
+            let err = store.select(id, &Select::all()).await.unwrap_err();
+            match &err {
+                StoreError::Corrupt { detail } => assert!(
+                    detail.contains(&format!("sequence {id} {at}")) && detail.contains(&what),
+                    "{detail}"
+                ),
+                other => panic!("expected Corrupt naming {id} {at}, got {other:?}"),
+            }
+        }
+    };
+    expect(
+        text_payload,
+        "position 1",
+        "payload stored as TEXT, not BLOB",
+    )
+    .await;
+    expect(blob_topic, "position 2", "topic stored as BLOB, not TEXT").await;
+    expect(negative, "position -1", "negative position -1").await;
+    let err = store.select_notifications(0, 100, &[]).await.unwrap_err();
+    assert!(err.to_string().contains("position 1"), "{err}");
+    // The notification log names the row by its notification id when the id is unreadable.
+    let err = store.select_notifications(4, 100, &[]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("notification id 100") && err.to_string().contains("2 bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        store.select(good, &Select::all()).await.unwrap(),
+        vec![item(good, 1)]
+    );
+}
