@@ -10,7 +10,7 @@ use crate::error::from_sqlite;
 pub(crate) const APPLICATION_ID: i32 = 0x4553_6d31;
 
 /// `PRAGMA user_version`: the schema version this build creates and reads. Version 1 files
-/// are migrated on open (see [`MIGRATE_1_TO_2`]).
+/// are migrated on open, in one transaction, keeping every row and notification id.
 pub const SCHEMA_VERSION: i32 = 2;
 
 // `AUTOINCREMENT`: a notification id is never handed out twice, even after the newest rows
