@@ -1,9 +1,10 @@
 //! `stats`, `list`, `show` and `verify`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use eventsmith_core::{
-    DecodeErrorKind, IntegerSequencedItem, Inventory, ItemKind, Select, Support, Timestamp,
+    CipherError, DecodeErrorKind, IntegerSequencedItem, Inventory, ItemKind, Select, Support,
+    Timestamp,
 };
 use eventsmith_mapper::{CodecId, PayloadHeader, Payloads};
 use uuid::Uuid;
@@ -73,29 +74,22 @@ enum Body {
     Sealed(String),
 }
 
-/// Why a payload could not be opened: the key (wrong, unknown or erased) or anything else.
+/// Why a payload could not be opened.
 enum OpenError {
+    /// The key: wrong, unknown, or a key store that failed.
     Key(String),
+    /// The aggregate's key was erased (crypto-shredding): not a failure, the data is gone.
+    Erased(String),
+    /// Anything else: a malformed header, a plaintext payload under a key, bad JSON, ...
     Other(String),
 }
 
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpenError::Key(e) | OpenError::Other(e) => f.write_str(e),
+            OpenError::Key(e) | OpenError::Erased(e) | OpenError::Other(e) => f.write_str(e),
         }
     }
-}
-
-/// How the key file fared in `verify`.
-#[derive(Default)]
-struct KeyUse {
-    /// Encrypted items left sealed (no key file).
-    sealed: u64,
-    /// Encrypted items the key file opened.
-    opened: u64,
-    /// Encrypted items the key file did not open.
-    refused: u64,
 }
 
 fn open_payload(
@@ -112,6 +106,7 @@ fn open_payload(
         ));
     }
     let (header, body) = payloads.open(item).map_err(|e| match e {
+        DecodeErrorKind::Cipher(CipherError::KeyErased { .. }) => OpenError::Erased(e.to_string()),
         DecodeErrorKind::Cipher(_) => OpenError::Key(e.to_string()),
         other => OpenError::Other(other.to_string()),
     })?;
@@ -146,6 +141,21 @@ pub(crate) async fn show<S: Inventory>(
     for item in &items {
         let (header, body) = match open_payload(payloads, item) {
             Ok(v) => v,
+            // A shredded aggregate: its events are gone for good, which is not an error.
+            Err(OpenError::Erased(e)) => {
+                if json {
+                    let line = serde_json::json!({
+                        "sequence_id": sequence_id.to_string(),
+                        "position": item.position,
+                        "topic": item.topic,
+                        "erased": e,
+                    });
+                    println!("{line}");
+                } else {
+                    println!("{} {} <erased: {e}>", item.position, item.topic);
+                }
+                continue;
+            }
             // With a key, a payload that does not open is the key's fault or tampering: stop.
             Err(e) if with_key => {
                 return Err(format!(
@@ -202,81 +212,233 @@ pub(crate) async fn show<S: Inventory>(
     Ok(())
 }
 
-/// Checks everything; prints each problem; returns how many there were.
-pub(crate) async fn verify<S: Inventory>(
-    store: &S,
-    payloads: &Payloads,
+/// How the key file fared in `verify`.
+#[derive(Default)]
+struct KeyUse {
+    /// Encrypted items left sealed (no key file).
+    sealed: u64,
+    /// Encrypted items the key file opened.
+    opened: u64,
+    /// Encrypted items the key file did not open, and why the first did not.
+    refused: u64,
+    first_refusal: Option<String>,
+    /// Items of shredded aggregates, per aggregate.
+    erased: BTreeMap<Uuid, u64>,
+}
+
+/// The checks of `verify`, fed item by item by a store reader ([`verify`] through the
+/// store's API, [`crate::raw`] from SQLite rows); prints the result in [`finish`](Self::finish).
+pub(crate) struct Verifier<'a> {
+    payloads: &'a Payloads,
     with_key: bool,
-) -> Result<usize, String> {
+    topics: Option<&'a HashSet<String>>,
     // Problems are printed at the end: a key file that opens no encrypted item is one error
     // (a wrong key file, exit 2), not one line per item.
-    let mut found: Vec<String> = Vec::new();
-    let mut report = |what: String| found.push(what);
-    let mut keys = KeyUse::default();
-    let check = |item: &IntegerSequencedItem,
-                 what: String,
-                 keys: &mut KeyUse,
-                 report: &mut dyn FnMut(String)| {
-        let encrypted =
-            PayloadHeader::parse(&item.payload).is_ok_and(|(header, _)| header.key_id.is_some());
-        match open_payload(payloads, item) {
-            Ok((_, Body::Sealed(_))) => keys.sealed += 1,
-            Ok(_) if encrypted => keys.opened += 1,
-            Ok(_) => {}
-            Err(OpenError::Key(e)) => {
-                keys.refused += 1;
-                report(format!("{what}: {e}"));
-            }
-            Err(OpenError::Other(e)) => report(format!("{what}: {e}")),
+    found: Vec<String>,
+    keys: KeyUse,
+    sequences: u64,
+    items: u64,
+    snapshots: u64,
+    notifications: u64,
+    last_notification: u64,
+    last_position: HashMap<Uuid, u64>,
+}
+
+impl<'a> Verifier<'a> {
+    /// `with_key`: a key file was given (every payload must then be encrypted); `topics`: the
+    /// known topics, when a topics file was given.
+    pub(crate) fn new(
+        payloads: &'a Payloads,
+        with_key: bool,
+        topics: Option<&'a HashSet<String>>,
+    ) -> Self {
+        Verifier {
+            payloads,
+            with_key,
+            topics,
+            found: Vec::new(),
+            keys: KeyUse::default(),
+            sequences: 0,
+            items: 0,
+            snapshots: 0,
+            notifications: 0,
+            last_notification: 0,
+            last_position: HashMap::new(),
         }
-    };
-    let mut sequences = store
-        .list_sequences(ItemKind::Integer)
-        .await
-        .map_err(store_error)?;
-    sequences.sort();
-    let mut items_checked = 0u64;
-    for (id, _) in &sequences {
-        let items = store
-            .select(*id, &Select::all())
-            .await
-            .map_err(store_error)?;
-        for (expected, item) in (1u64..).zip(&items) {
+    }
+
+    /// A problem with one item (or row), named in `what`.
+    pub(crate) fn report(&mut self, what: String) {
+        self.found.push(what);
+    }
+
+    /// The readable items of one sequence, in version order.
+    pub(crate) fn sequence(&mut self, id: Uuid, items: &[IntegerSequencedItem]) {
+        self.sequences += 1;
+        for (expected, item) in (1u64..).zip(items) {
             if item.position != expected {
-                report(format!(
+                self.report(format!(
                     "sequence {id}: version {expected} is missing (next is {})",
                     item.position
                 ));
                 break;
             }
         }
-        for item in &items {
-            items_checked += 1;
+        for item in items {
+            self.items += 1;
             let what = format!("sequence {id} version {} ({})", item.position, item.topic);
-            check(item, what, &mut keys, &mut report);
+            self.item(item, &what);
         }
     }
-    // Snapshots are sealed like events: the same checks, without the contiguity one.
+
+    /// One snapshot: sealed like an event, so the same checks without the contiguity one.
+    pub(crate) fn snapshot(&mut self, item: &IntegerSequencedItem) {
+        self.snapshots += 1;
+        let what = format!(
+            "snapshot of sequence {} at version {} ({})",
+            item.sequence_id, item.position, item.topic
+        );
+        self.item(item, &what);
+    }
+
+    /// One entry of the notification log, in log order.
+    pub(crate) fn notification(&mut self, id: u64, sequence_id: Uuid, position: u64) {
+        if id <= self.last_notification {
+            self.report(format!(
+                "notification {id} does not follow {}",
+                self.last_notification
+            ));
+        }
+        self.last_notification = id;
+        let previous = self
+            .last_position
+            .insert(sequence_id, position)
+            .unwrap_or(0);
+        if position <= previous {
+            self.report(format!(
+                "notification {id}: sequence {sequence_id} version {position} after version {previous}"
+            ));
+        }
+        self.notifications += 1;
+    }
+
+    fn item(&mut self, item: &IntegerSequencedItem, what: &str) {
+        if let Some(topics) = self.topics
+            && !topics.contains(&item.topic)
+        {
+            self.report(format!(
+                "{what}: unknown topic {:?} (not in the topics file)",
+                item.topic
+            ));
+        }
+        let header = match PayloadHeader::parse(&item.payload) {
+            Ok((header, _)) => header,
+            Err(e) => return self.report(format!("{what}: {e}")),
+        };
+        // Checked here rather than left to the mapper: under a key, plaintext is a forgery or
+        // data from before encryption was switched on.
+        if self.with_key && header.key_id.is_none() {
+            return self.report(format!("{what}: payload is not encrypted"));
+        }
+        match open_payload(self.payloads, item) {
+            Ok((_, Body::Sealed(_))) => self.keys.sealed += 1,
+            Ok(_) if header.key_id.is_some() => self.keys.opened += 1,
+            Ok(_) => {}
+            Err(OpenError::Erased(_)) => {
+                *self.keys.erased.entry(item.sequence_id).or_default() += 1;
+            }
+            Err(OpenError::Key(e)) => {
+                self.keys.refused += 1;
+                self.keys.first_refusal.get_or_insert_with(|| e.clone());
+                self.report(format!("{what}: {e}"));
+            }
+            Err(OpenError::Other(e)) => self.report(format!("{what}: {e}")),
+        }
+    }
+
+    /// Prints every problem and a summary; returns how many problems there were, or an error
+    /// (exit 2) when a key file opened none of the encrypted items.
+    pub(crate) fn finish(self) -> Result<usize, String> {
+        let keys = &self.keys;
+        if self.with_key && keys.opened == 0 && keys.refused > 0 {
+            return Err(format!(
+                "the key file opens none of the {} encrypted items ({}): a wrong key file?",
+                keys.refused,
+                keys.first_refusal.as_deref().unwrap_or("decryption failed")
+            ));
+        }
+        let problems = self.found.len();
+        for what in &self.found {
+            println!("problem: {what}");
+        }
+        for (id, items) in &keys.erased {
+            println!("erased: sequence {id} ({items} items; its key was erased)");
+        }
+        let erased_items: u64 = keys.erased.values().sum();
+        println!(
+            "checked {} sequences, {} items, {} snapshots, {} notifications; {} sealed items {}{}",
+            self.sequences,
+            self.items,
+            self.snapshots,
+            self.notifications,
+            keys.sealed,
+            if self.with_key {
+                ""
+            } else {
+                "not decrypted (no --key-file)"
+            },
+            if keys.erased.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {erased_items} items of {} erased aggregates",
+                    keys.erased.len()
+                )
+            }
+        );
+        println!(
+            "{}",
+            if problems == 0 {
+                "ok".to_owned()
+            } else {
+                format!("{problems} problem(s)")
+            }
+        );
+        Ok(problems)
+    }
+}
+
+/// Checks everything through the store's API; prints each problem; returns how many there
+/// were. A row the store cannot read stops it (exit 2): SQLite stores go through
+/// [`crate::raw::verify`] instead, which reports such rows one by one.
+pub(crate) async fn verify<S: Inventory>(
+    store: &S,
+    mut verifier: Verifier<'_>,
+) -> Result<usize, String> {
+    let mut sequences = store
+        .list_sequences(ItemKind::Integer)
+        .await
+        .map_err(store_error)?;
+    sequences.sort();
+    for (id, _) in &sequences {
+        let items = store
+            .select(*id, &Select::all())
+            .await
+            .map_err(store_error)?;
+        verifier.sequence(*id, &items);
+    }
     let mut snapshotted = store
         .list_sequences(ItemKind::Snapshots)
         .await
         .map_err(store_error)?;
     snapshotted.sort();
-    let mut snapshots_checked = 0u64;
     for (id, _) in &snapshotted {
         for item in store.select_snapshots(*id).await.map_err(store_error)? {
-            snapshots_checked += 1;
-            let what = format!(
-                "snapshot of sequence {id} at version {} ({})",
-                item.position, item.topic
-            );
-            check(&item, what, &mut keys, &mut report);
+            verifier.snapshot(&item);
         }
     }
-    let mut notifications = 0u64;
     if store.capabilities().notifications == Support::Yes {
         let mut after = 0;
-        let mut last_position: HashMap<Uuid, u64> = HashMap::new();
         loop {
             let page = store
                 .select_notifications(after, 1000, &[])
@@ -284,51 +446,10 @@ pub(crate) async fn verify<S: Inventory>(
                 .map_err(store_error)?;
             let Some(last) = page.last() else { break };
             for n in &page {
-                if n.id <= after {
-                    report(format!("notification {} does not follow {after}", n.id));
-                }
-                after = n.id;
-                let previous = last_position
-                    .insert(n.item.sequence_id, n.item.position)
-                    .unwrap_or(0);
-                if n.item.position <= previous {
-                    report(format!(
-                        "notification {}: sequence {} version {} after version {previous}",
-                        n.id, n.item.sequence_id, n.item.position
-                    ));
-                }
-                notifications += 1;
+                verifier.notification(n.id, n.item.sequence_id, n.item.position);
             }
             after = last.id;
         }
     }
-    if with_key && keys.opened == 0 && keys.refused > 0 {
-        return Err(format!(
-            "the key file opens none of the {} encrypted items: a wrong key file?",
-            keys.refused
-        ));
-    }
-    let problems = found.len();
-    for what in &found {
-        println!("problem: {what}");
-    }
-    println!(
-        "checked {} sequences, {items_checked} items, {snapshots_checked} snapshots, {notifications} notifications; {} sealed items {}",
-        sequences.len(),
-        keys.sealed,
-        if with_key {
-            ""
-        } else {
-            "not decrypted (no --key-file)"
-        }
-    );
-    println!(
-        "{}",
-        if problems == 0 {
-            "ok".to_owned()
-        } else {
-            format!("{problems} problem(s)")
-        }
-    );
-    Ok(problems)
+    verifier.finish()
 }

@@ -3,8 +3,8 @@
 //! ```text
 //! eventsmith stats URL
 //! eventsmith list URL
-//! eventsmith show URL SEQUENCE_ID [--json] [--key-file F]
-//! eventsmith verify URL [--key-file F]
+//! eventsmith show URL SEQUENCE_ID [--json] [--key-file F [--key-store DIR]]
+//! eventsmith verify URL [--key-file F [--key-store DIR]] [--topics F]
 //! eventsmith copy FROM_URL TO_URL
 //! ```
 //!
@@ -15,17 +15,29 @@
 //! says why. With `--key-file`, `verify` reports plaintext events and snapshots as problems.
 //!
 //! A key file holds one key per line, `KEY_ID HEX` (64 hex digits); `#` starts a comment.
+//!
+//! Crypto-shredded stores (`PerAggregateKeys`) keep each aggregate's data key, wrapped by a
+//! master key, in a key store directory (`FileKeyStore`, outside the event store): pass it as
+//! `--key-store DIR`, with the master keys in `--key-file`. Aggregates whose key was erased are
+//! shown and reported as erased, not as failures.
+//!
+//! `verify --topics F` checks every event's and snapshot's topic against a file of known topics,
+//! one per line (`#` starts a comment line).
 
 mod copy;
 mod inspect;
+mod raw;
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use eventsmith_cipher::{AesGcmCipher, Zstd};
-use eventsmith_core::{MemoryStore, StoreError};
+use eventsmith_cipher::{
+    AGGREGATE_KEY_ID, AesGcmCipher, FileKeyStore, Key, KeyProvider, Keyring, PerAggregateKeys, Zstd,
+};
+use eventsmith_core::{CipherError, MemoryStore, StoreError};
 use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_scylla::{CassandraConfig, CassandraStore};
 use eventsmith_sqlite::SqliteStore;
@@ -65,17 +77,33 @@ enum Command {
         /// One JSON object per item.
         #[arg(long)]
         json: bool,
-        /// Keys to decrypt with.
+        /// Keys to decrypt with (`KEY_ID HEX` lines).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The per-aggregate key directory of a crypto-shredded store (`FileKeyStore`); the
+        /// key file then holds the master keys. Erased aggregates are shown as erased.
+        #[arg(long, requires = "key_file")]
+        key_store: Option<PathBuf>,
     },
-    /// Checks every item: headers, decryption, version contiguity, notification order.
+    /// Checks every event and snapshot: SQL types (SQLite), headers, decryption, topics,
+    /// version contiguity, notification order. Reports each problem naming the item and goes
+    /// on; exit 1 if it found any. Exit 2 if the key file opens none of the encrypted items.
     Verify {
         /// The store.
         url: String,
-        /// Keys to check decryption with.
+        /// Keys to check decryption with (`KEY_ID HEX` lines); every payload must then be
+        /// encrypted: plaintext is reported as "not encrypted".
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The per-aggregate key directory of a crypto-shredded store (`FileKeyStore`); the
+        /// key file then holds the master keys. Erased aggregates are reported as erased, not
+        /// as problems.
+        #[arg(long, requires = "key_file")]
+        key_store: Option<PathBuf>,
+        /// A file of known topics, one per line: an event or snapshot of any other topic is a
+        /// problem.
+        #[arg(long)]
+        topics: Option<PathBuf>,
     },
     /// Copies every item, preserving notification order; re-run to resume.
     Copy {
@@ -134,15 +162,90 @@ async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
     }
 }
 
-/// Reads a key file into payload settings that decrypt and decompress anything; with a key,
-/// `require` says which plaintext payloads are refused (`verify` refuses all).
-fn payloads(key_file: Option<&PathBuf>, require: Encrypt) -> Result<Payloads, String> {
+/// The keys of a key file and, for a crypto-shredded store, the per-aggregate keys they unwrap.
+struct CliKeys {
+    keyring: Keyring,
+    per_aggregate: Option<PerAggregateKeys<FileKeyStore>>,
+}
+
+impl std::fmt::Debug for CliKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CliKeys")
+            .field("keyring", &self.keyring)
+            .field("per_aggregate", &self.per_aggregate.is_some())
+            .finish()
+    }
+}
+
+impl KeyProvider for CliKeys {
+    fn current_key_id(&self, sequence_id: Uuid) -> Result<String, CipherError> {
+        self.keyring.current_key_id(sequence_id)
+    }
+
+    fn key(&self, sequence_id: Uuid, key_id: &str) -> Result<Arc<Key>, CipherError> {
+        match (&self.per_aggregate, key_id == AGGREGATE_KEY_ID) {
+            (Some(keys), true) => keys.key(sequence_id, key_id),
+            (None, true) => Err(CipherError::KeyStore(
+                "the payload is under a per-aggregate key: pass --key-store DIR".into(),
+            )),
+            (_, false) => self.keyring.key(sequence_id, key_id),
+        }
+    }
+}
+
+/// Reads a key file (and a per-aggregate key directory) into payload settings that decrypt and
+/// decompress anything; with a key, `require` says which plaintext payloads are refused
+/// (`verify` refuses all).
+fn payloads(
+    key_file: Option<&PathBuf>,
+    key_store: Option<&PathBuf>,
+    require: Encrypt,
+) -> Result<Payloads, String> {
     let payloads = Payloads::new(CodecId::Json).with_compressor(Arc::new(Zstd::new()));
     let Some(path) = key_file else {
         return Ok(payloads);
     };
-    let keyring = eventsmith_cli::keyfile::read(path)?;
-    Ok(payloads.with_cipher(Arc::new(AesGcmCipher::new(keyring)), require))
+    let keys = eventsmith_cli::keyfile::read_keys(path)?;
+    let per_aggregate = match key_store {
+        None => None,
+        Some(dir) => {
+            // `FileKeyStore::open` would create a missing directory: a typo must not look
+            // like a store whose every key is unknown.
+            if !dir.is_dir() {
+                return Err(format!("no key store directory at {}", dir.display()));
+            }
+            let store =
+                FileKeyStore::open(dir).map_err(|e| format!("key store {}: {e}", dir.display()))?;
+            let mut masters = keys.iter().cloned();
+            let (id, key) = masters.next().expect("a key file holds at least one key");
+            Some(
+                masters.fold(PerAggregateKeys::new(id, key, store), |keys, (id, key)| {
+                    keys.with_retired_master(id, key)
+                }),
+            )
+        }
+    };
+    let keys = CliKeys {
+        keyring: eventsmith_cli::keyfile::keyring(keys),
+        per_aggregate,
+    };
+    Ok(payloads.with_cipher(Arc::new(AesGcmCipher::new(keys)), require))
+}
+
+/// Reads a topics file: one topic per line; blank lines and lines starting with `#` skipped.
+fn topics(path: &Path) -> Result<HashSet<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read topics file {}: {e}", path.display()))?;
+    let topics: HashSet<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if topics.is_empty() {
+        return Err(format!("topics file {} lists no topic", path.display()));
+    }
+    Ok(topics)
 }
 
 /// `StoreError`s as one line.
@@ -173,20 +276,32 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             sequence_id,
             json,
             key_file,
+            key_store,
         } => {
             let url = parse(&url)?;
-            let payloads = payloads(key_file.as_ref(), Encrypt::None)?;
+            let payloads = payloads(key_file.as_ref(), key_store.as_ref(), Encrypt::None)?;
             let store = open(&url, false).await?;
             with_store!(&store, s => inspect::show(s, sequence_id, json, &payloads, key_file.is_some()).await)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { url, key_file } => {
+        Command::Verify {
+            url,
+            key_file,
+            key_store,
+            topics: topics_file,
+        } => {
             let url = parse(&url)?;
             // With a key file every payload must be encrypted: plaintext is reported.
-            let payloads = payloads(key_file.as_ref(), Encrypt::All)?;
+            let payloads = payloads(key_file.as_ref(), key_store.as_ref(), Encrypt::All)?;
+            let topics = topics_file.as_deref().map(topics).transpose()?;
+            let verifier = inspect::Verifier::new(&payloads, key_file.is_some(), topics.as_ref());
+            // Opening checks the file's schema (and refuses newer ones) before anything else.
             let store = open(&url, false).await?;
-            let problems =
-                with_store!(&store, s => inspect::verify(s, &payloads, key_file.is_some()).await)?;
+            let problems = match (&url, &store) {
+                // SQLite rows are read as SQL values, so a row of the wrong type is one problem.
+                (StoreUrl::Sqlite(path), AnyStore::Sqlite(_)) => raw::verify(path, verifier)?,
+                _ => with_store!(&store, s => inspect::verify(s, verifier).await)?,
+            };
             Ok(if problems == 0 {
                 ExitCode::SUCCESS
             } else {
