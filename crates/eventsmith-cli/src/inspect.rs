@@ -272,14 +272,22 @@ impl<'a> Verifier<'a> {
         self.found.push(what);
     }
 
-    /// The readable items of one sequence, in version order.
-    pub(crate) fn sequence(&mut self, id: Uuid, items: &[IntegerSequencedItem]) {
+    /// The readable items of one sequence, in version order, and the positions of its rows
+    /// that could not be read (reported already; they are not missing versions).
+    pub(crate) fn sequence(
+        &mut self,
+        id: Uuid,
+        items: &[IntegerSequencedItem],
+        unreadable: &[u64],
+    ) {
         self.sequences += 1;
-        for (expected, item) in (1u64..).zip(items) {
-            if item.position != expected {
+        let mut positions: Vec<u64> = items.iter().map(|i| i.position).collect();
+        positions.extend(unreadable);
+        positions.sort_unstable();
+        for (expected, &position) in (1u64..).zip(&positions) {
+            if position != expected {
                 self.report(format!(
-                    "sequence {id}: version {expected} is missing (next is {})",
-                    item.position
+                    "sequence {id}: version {expected} is missing (next is {position})"
                 ));
                 break;
             }
@@ -425,7 +433,7 @@ pub(crate) async fn verify<S: Inventory>(
             .select(*id, &Select::all())
             .await
             .map_err(store_error)?;
-        verifier.sequence(*id, &items);
+        verifier.sequence(*id, &items, &[]);
     }
     let mut snapshotted = store
         .list_sequences(ItemKind::Snapshots)

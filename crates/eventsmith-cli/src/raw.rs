@@ -68,21 +68,18 @@ impl Row {
         })
     }
 
-    /// The row as an item, or the row's name and every problem with it.
-    fn convert(self) -> Result<(Option<u64>, IntegerSequencedItem), String> {
+    /// The row as an item, or the row's name and every problem with it (and its place, when
+    /// its sequence id and position are readable).
+    fn convert(self) -> Result<IntegerSequencedItem, (String, Option<(Uuid, u64)>)> {
         let mut wrong = Vec::new();
-        let notification_id = match &self.notification_id {
-            None => None,
-            Some(Value::Integer(i)) if *i > 0 => Some(*i as u64),
-            Some(Value::Integer(i)) => {
-                wrong.push(format!("notification id {i} is not positive"));
-                None
-            }
+        match &self.notification_id {
+            None => {}
+            Some(Value::Integer(i)) if *i > 0 => {}
+            Some(Value::Integer(i)) => wrong.push(format!("notification id {i} is not positive")),
             Some(other) => {
                 wrong.push(format!("notification id is {}, not INTEGER", kind(other)));
-                None
             }
-        };
+        }
         let sequence_id = match &self.sequence_id {
             Value::Blob(b) if b.len() == 16 => Uuid::from_slice(b).ok(),
             Value::Blob(b) => {
@@ -122,15 +119,12 @@ impl Row {
         if let (true, Some(sequence_id), Some(position), Some(topic), Some(payload)) =
             (wrong.is_empty(), sequence_id, position, topic, payload)
         {
-            return Ok((
-                notification_id,
-                IntegerSequencedItem {
-                    sequence_id,
-                    position,
-                    topic,
-                    payload,
-                },
-            ));
+            return Ok(IntegerSequencedItem {
+                sequence_id,
+                position,
+                topic,
+                payload,
+            });
         }
         let mut name = Vec::new();
         if let Some(id) = &self.notification_id {
@@ -138,7 +132,8 @@ impl Row {
         }
         name.push(format!("sequence {}", show(&self.sequence_id)));
         name.push(format!("version {}", show(&self.position)));
-        Err(format!("{}: {}", name.join(", "), wrong.join("; ")))
+        let place = sequence_id.zip(position);
+        Err((format!("{}: {}", name.join(", "), wrong.join("; ")), place))
     }
 }
 
@@ -166,23 +161,31 @@ pub(crate) fn verify(path: &Path, mut verifier: Verifier<'_>) -> Result<usize, S
         )
         .map_err(&err)?;
     let mut rows = stmt.query([]).map_err(&err)?;
-    let mut current: Option<(Uuid, Vec<IntegerSequencedItem>)> = None;
+    // The sequence being read: its readable items, and the positions of its unreadable rows
+    // (reported already, so not reported again as missing versions).
+    let mut current: Option<(Uuid, Vec<IntegerSequencedItem>, Vec<u64>)> = None;
     while let Some(row) = rows.next().map_err(&err)? {
-        match Row::read(row, true).map_err(&err)?.convert() {
-            Ok((_, item)) => match &mut current {
-                Some((id, items)) if *id == item.sequence_id => items.push(item),
-                _ => {
-                    if let Some((id, items)) = current.take() {
-                        verifier.sequence(id, &items);
-                    }
-                    current = Some((item.sequence_id, vec![item]));
-                }
-            },
-            Err(problem) => verifier.report(problem),
+        let (id, item, unreadable) = match Row::read(row, true).map_err(&err)?.convert() {
+            Ok(item) => (item.sequence_id, Some(item), None),
+            Err((problem, place)) => {
+                verifier.report(problem);
+                let Some((id, position)) = place else {
+                    continue;
+                };
+                (id, None, Some(position))
+            }
+        };
+        if current.as_ref().is_some_and(|(c, _, _)| *c != id)
+            && let Some((c, items, unreadable)) = current.take()
+        {
+            verifier.sequence(c, &items, &unreadable);
         }
+        let (_, items, positions) = current.get_or_insert_with(|| (id, Vec::new(), Vec::new()));
+        items.extend(item);
+        positions.extend(unreadable);
     }
-    if let Some((id, items)) = current.take() {
-        verifier.sequence(id, &items);
+    if let Some((id, items, unreadable)) = current.take() {
+        verifier.sequence(id, &items, &unreadable);
     }
     drop(rows);
     drop(stmt);
@@ -196,8 +199,8 @@ pub(crate) fn verify(path: &Path, mut verifier: Verifier<'_>) -> Result<usize, S
     let mut rows = stmt.query([]).map_err(&err)?;
     while let Some(row) = rows.next().map_err(&err)? {
         match Row::read(row, false).map_err(&err)?.convert() {
-            Ok((_, item)) => verifier.snapshot(&item),
-            Err(problem) => verifier.report(format!("snapshot of {problem}")),
+            Ok(item) => verifier.snapshot(&item),
+            Err((problem, _)) => verifier.report(format!("snapshot of {problem}")),
         }
     }
     drop(rows);
