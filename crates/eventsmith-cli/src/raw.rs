@@ -7,11 +7,37 @@
 use std::path::Path;
 
 use eventsmith_core::IntegerSequencedItem;
-use rusqlite::types::Value;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
 use crate::inspect::Verifier;
+
+/// A SQL value as read: like rusqlite's `Value`, whose conversion panics on TEXT that is not
+/// UTF-8 (which SQLite stores without complaint), with such text kept apart.
+enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// TEXT that is not UTF-8, and its length in bytes.
+    BadText(usize),
+    Blob(Vec<u8>),
+}
+
+/// Column `i` of `row` as a [`Value`].
+fn value(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Value> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(t) => Value::Text(t.to_owned()),
+            Err(_) => Value::BadText(t.len()),
+        },
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    })
+}
 
 /// A SQL value for a message, without its content (payloads may be secret, and long).
 fn kind(value: &Value) -> &'static str {
@@ -20,6 +46,7 @@ fn kind(value: &Value) -> &'static str {
         Value::Integer(_) => "INTEGER",
         Value::Real(_) => "REAL",
         Value::Text(_) => "TEXT",
+        Value::BadText(_) => "TEXT that is not UTF-8",
         Value::Blob(_) => "BLOB",
     }
 }
@@ -32,6 +59,7 @@ fn show(value: &Value) -> String {
         Value::Real(r) => format!("{r} (REAL)"),
         Value::Text(t) if t.chars().count() <= 40 => format!("{t:?} (TEXT)"),
         Value::Text(t) => format!("{}... (TEXT)", t.chars().take(40).collect::<String>()),
+        Value::BadText(n) => format!("{n} bytes of TEXT that is not UTF-8"),
         Value::Blob(b) if b.len() == 16 => {
             Uuid::from_slice(b).map_or_else(|_| hex(b), |u| u.to_string())
         }
@@ -57,14 +85,14 @@ impl Row {
         let offset = usize::from(with_notification);
         Ok(Row {
             notification_id: if with_notification {
-                Some(row.get(0)?)
+                Some(value(row, 0)?)
             } else {
                 None
             },
-            sequence_id: row.get(offset)?,
-            position: row.get(offset + 1)?,
-            topic: row.get(offset + 2)?,
-            payload: row.get(offset + 3)?,
+            sequence_id: value(row, offset)?,
+            position: value(row, offset + 1)?,
+            topic: value(row, offset + 2)?,
+            payload: value(row, offset + 3)?,
         })
     }
 
@@ -104,6 +132,10 @@ impl Row {
         };
         let topic = match self.topic {
             Value::Text(t) => Some(t),
+            Value::BadText(_) => {
+                wrong.push("topic is TEXT that is not UTF-8".to_owned());
+                None
+            }
             ref other => {
                 wrong.push(format!("topic is {}, not TEXT", kind(other)));
                 None
@@ -216,9 +248,9 @@ pub(crate) fn verify(path: &Path, mut verifier: Verifier<'_>) -> Result<usize, S
     let mut rows = stmt.query([]).map_err(&err)?;
     while let Some(row) = rows.next().map_err(&err)? {
         let (id, sequence_id, position): (Value, Value, Value) = (
-            row.get(0).map_err(&err)?,
-            row.get(1).map_err(&err)?,
-            row.get(2).map_err(&err)?,
+            value(row, 0).map_err(&err)?,
+            value(row, 1).map_err(&err)?,
+            value(row, 2).map_err(&err)?,
         );
         if let (Value::Integer(id), Value::Blob(sequence_id), Value::Integer(position)) =
             (id, sequence_id, position)

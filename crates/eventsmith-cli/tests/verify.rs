@@ -82,15 +82,17 @@ async fn rows_of_the_wrong_sql_type_are_each_reported_by_name_and_verify_goes_on
     let path = dir.path().join("events.db");
     let ids = fill(&path, 4, 3, &Payloads::new(CodecId::Json)).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let (n0, n1, n2) = (
+    let (n0, n1, n2, n3) = (
         notification_id(&conn, ids[0], 2),
         notification_id(&conn, ids[1], 1),
         notification_id(&conn, ids[2], 3),
+        notification_id(&conn, ids[3], 1),
     );
     conn.execute_batch(&format!(
         "UPDATE integer_items SET payload = 'some text' WHERE notification_id = {n0};
          UPDATE integer_items SET topic = X'00ff' WHERE notification_id = {n1};
          UPDATE integer_items SET position = -3 WHERE notification_id = {n2};
+         UPDATE integer_items SET topic = CAST(X'ff41' AS TEXT) WHERE notification_id = {n3};
          UPDATE snapshots SET payload = 'text' WHERE sequence_id = X'{}';",
         ids[3].simple()
     ))
@@ -117,6 +119,10 @@ async fn rows_of_the_wrong_sql_type_are_each_reported_by_name_and_verify_goes_on
             "problem: snapshot of sequence {}, version 3: payload is TEXT, not a BLOB",
             ids[3]
         ),
+        format!(
+            "problem: notification {n3}, sequence {}, version 1: topic is TEXT that is not UTF-8",
+            ids[3]
+        ),
     ] {
         assert!(text.contains(&expected), "{expected}\n{text}");
     }
@@ -132,10 +138,14 @@ async fn rows_of_the_wrong_sql_type_are_each_reported_by_name_and_verify_goes_on
     // Every other item was still checked; the notification order check needs only the
     // sequence id and position, so it leaves out just the row without a version.
     assert!(
-        text.contains("checked 4 sequences, 9 items, 3 snapshots, 11 notifications"),
+        text.contains("checked 4 sequences, 8 items, 3 snapshots, 11 notifications"),
         "{text}"
     );
-    assert!(text.contains("4 problem(s)"), "{text}");
+    assert!(
+        !text.contains(&format!("sequence {}: version", ids[3])),
+        "{text}"
+    );
+    assert!(text.contains("5 problem(s)"), "{text}");
 }
 
 #[tokio::test]
