@@ -670,24 +670,43 @@ fn read_timestamp_row(
     row: &rusqlite::Row<'_>,
     path: &str,
 ) -> Result<TimestampSequencedItem, StoreError> {
-    let get = |e| from_sqlite(e, path);
-    let id: Vec<u8> = row.get(0).map_err(get)?;
+    let (sequence_id, position, topic, payload) = read_columns(row, path)?;
     Ok(SequencedItem {
-        sequence_id: read_uuid(&id, path)?,
-        position: Timestamp::from_unix_nanos(row.get(1).map_err(get)?),
-        topic: row.get(2).map_err(get)?,
-        payload: row.get(3).map_err(get)?,
+        sequence_id,
+        position: Timestamp::from_unix_nanos(position),
+        topic,
+        payload,
     })
 }
 
-/// Reads rows of (sequence_id, position, topic, payload[, notification_id]). A column of the
-/// wrong SQL type or value (edited by hand, written by another tool) is `Corrupt`, naming the
-/// file and the item: its sequence id and position, or its notification id when those cannot
-/// be read.
+/// Reads rows of (sequence_id, position, topic, payload[, notification_id]) of integer
+/// items or snapshots; a negative position is `Corrupt` naming the item.
 fn read_integer_row(
     row: &rusqlite::Row<'_>,
     path: &str,
 ) -> Result<IntegerSequencedItem, StoreError> {
+    let (sequence_id, position, topic, payload) = read_columns(row, path)?;
+    let position = Version::try_from(position).map_err(|_| StoreError::Corrupt {
+        detail: format!(
+            "{path}: sequence {sequence_id} position {position}: negative position {position}"
+        ),
+    })?;
+    Ok(SequencedItem {
+        sequence_id,
+        position,
+        topic,
+        payload,
+    })
+}
+
+/// Reads the columns (sequence_id, position, topic, payload[, notification_id]) of a row of
+/// any item table. A column of the wrong SQL type or value (edited by hand, written by
+/// another tool) is `Corrupt`, naming the file and the item: its sequence id and position,
+/// or its notification id when those cannot be read.
+fn read_columns(
+    row: &rusqlite::Row<'_>,
+    path: &str,
+) -> Result<(Uuid, i64, String, Vec<u8>), StoreError> {
     use rusqlite::types::ValueRef;
     let get = |i| row.get_ref(i).map_err(|e| from_sqlite(e, path));
     let corrupt = |at: &str, what: String| StoreError::Corrupt {
@@ -722,8 +741,6 @@ fn read_integer_row(
         }
     };
     let at = format!("sequence {sequence_id} position {position}");
-    let position = Version::try_from(position)
-        .map_err(|_| corrupt(&at, format!("negative position {position}")))?;
     let topic = match get(2)? {
         ValueRef::Text(t) => std::str::from_utf8(t)
             .map_err(|_| corrupt(&at, "topic is not UTF-8".to_owned()))?
@@ -744,12 +761,7 @@ fn read_integer_row(
             ));
         }
     };
-    Ok(SequencedItem {
-        sequence_id,
-        position,
-        topic,
-        payload,
-    })
+    Ok((sequence_id, position, topic, payload))
 }
 
 impl ItemStore for SqliteStore {

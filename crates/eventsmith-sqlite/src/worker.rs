@@ -462,6 +462,28 @@ fn replicate(e: &StoreError) -> StoreError {
         StoreError::Config { detail } => StoreError::Config {
             detail: detail.clone(),
         },
+        StoreError::InvalidItem {
+            sequence_id,
+            position,
+            reason,
+        } => StoreError::InvalidItem {
+            sequence_id: *sequence_id,
+            position: *position,
+            reason: reason.clone(),
+        },
+        StoreError::Unsupported { capability, reason } => {
+            StoreError::Unsupported { capability, reason }
+        }
+        StoreError::Unreachable { address, source } => StoreError::Unreachable {
+            address: address.clone(),
+            source: source.to_string().into(),
+        },
+        StoreError::OutcomeUnknown { commit_id, source } => StoreError::OutcomeUnknown {
+            commit_id: *commit_id,
+            source: source.to_string().into(),
+        },
+        StoreError::Backend { source } => StoreError::backend(source.to_string()),
+        // A kind added later: its whole text, as a backend failure.
         other => StoreError::backend(other.to_string()),
     }
 }
@@ -486,6 +508,12 @@ mod tests {
         assert!(
             matches!(&corrupt, StoreError::Corrupt { detail } if detail == "f.db: database disk image is malformed"),
             "{corrupt:?}"
+        );
+        let backend = replicate(&StoreError::backend("f.db: disk I/O error"));
+        assert!(matches!(backend, StoreError::Backend { .. }), "{backend:?}");
+        assert_eq!(
+            backend.to_string(),
+            "event store backend failed: f.db: disk I/O error"
         );
     }
 }

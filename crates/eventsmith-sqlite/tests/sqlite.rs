@@ -253,6 +253,10 @@ async fn a_write_lock_held_elsewhere_is_a_retryable_busy_error() {
         AppendError::Store(e @ StoreError::Busy { .. }) => assert!(e.is_retryable()),
         other => panic!("expected Busy, got {other:?}"),
     }
+    // The writer thread's failed group is replicated for its job: the text is said once.
+    let text = err.to_string();
+    assert_eq!(text.matches("busy").count(), 1, "{text}");
+    assert!(text.contains("database is locked"), "{text}");
     // Readers are not blocked by a writer in WAL mode.
     assert!(store.select(id, &Select::all()).await.unwrap().is_empty());
     other.execute_batch("ROLLBACK").unwrap();
