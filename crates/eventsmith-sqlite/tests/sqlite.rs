@@ -564,3 +564,33 @@ async fn rows_of_the_wrong_type_are_corrupt_naming_the_item() {
         vec![item(good, 1)]
     );
 }
+
+/// A timestamped row of the wrong SQL type is `Corrupt` naming its sequence id and position,
+/// as integer rows are.
+#[tokio::test]
+async fn timestamped_rows_of_the_wrong_type_are_corrupt_naming_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let id = Uuid::new_v4();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO timestamp_items (sequence_id, position, topic, payload) VALUES (?1, 7, 't', 'not bytes')",
+            [id.as_bytes()],
+        )
+        .unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let err = store
+        .select_timestamped(id, &Select::all())
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Corrupt { detail } => assert!(
+            detail.contains(&format!("sequence {id} position 7"))
+                && detail.contains("payload stored as TEXT, not BLOB"),
+            "{detail}"
+        ),
+        other => panic!("expected Corrupt naming {id} position 7, got {other:?}"),
+    }
+}
