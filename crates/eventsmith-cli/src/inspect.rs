@@ -120,10 +120,6 @@ fn open_payload(
     Ok((header, body))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub(crate) async fn show<S: Inventory>(
     store: &S,
     sequence_id: Uuid,
@@ -172,7 +168,7 @@ pub(crate) async fn show<S: Inventory>(
         if json {
             let body = match body {
                 Body::Json(v) => v,
-                Body::Bytes(b) => serde_json::json!({ "hex": hex(&b) }),
+                Body::Bytes(b) => serde_json::json!({ "hex": hex::encode(&b) }),
                 Body::Sealed(why) => serde_json::json!({ "sealed": why }),
             };
             let line = serde_json::json!({
@@ -190,7 +186,7 @@ pub(crate) async fn show<S: Inventory>(
         } else {
             let body = match body {
                 Body::Json(v) => v.to_string(),
-                Body::Bytes(b) => format!("0x{}", hex(&b)),
+                Body::Bytes(b) => format!("0x{}", hex::encode(&b)),
                 Body::Sealed(why) => format!("<{why}>"),
             };
             let key = header

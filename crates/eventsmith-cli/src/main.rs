@@ -299,7 +299,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let store = open(&url, false).await?;
             let problems = match (&url, &store) {
                 // SQLite rows are read as SQL values, so a row of the wrong type is one problem.
-                (StoreUrl::Sqlite(path), AnyStore::Sqlite(_)) => raw::verify(path, verifier)?,
+                // Its reads block: off the async worker threads, like the store's own.
+                (StoreUrl::Sqlite(path), AnyStore::Sqlite(_)) => {
+                    tokio::task::block_in_place(|| raw::verify(path, verifier))?
+                }
                 _ => with_store!(&store, s => inspect::verify(s, verifier).await)?,
             };
             Ok(if problems == 0 {

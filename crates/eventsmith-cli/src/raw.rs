@@ -61,14 +61,10 @@ fn show(value: &Value) -> String {
         Value::Text(t) => format!("{}... (TEXT)", t.chars().take(40).collect::<String>()),
         Value::BadText(n) => format!("{n} bytes of TEXT that is not UTF-8"),
         Value::Blob(b) if b.len() == 16 => {
-            Uuid::from_slice(b).map_or_else(|_| hex(b), |u| u.to_string())
+            Uuid::from_slice(b).map_or_else(|_| hex::encode(b), |u| u.to_string())
         }
         Value::Blob(b) => format!("a {}-byte BLOB", b.len()),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One row of `integer_items` or `snapshots`, converted, or what is wrong with it.

@@ -1,8 +1,10 @@
 //! The `eventsmith` binary against real stores: copies SQLite -> Cassandra -> SQLite, a copy
 //! killed halfway and resumed, `verify` finding damage, and one-line errors with exit code 2.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,16 +16,7 @@ use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_sqlite::SqliteStore;
 use uuid::Uuid;
 
-fn eventsmith(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eventsmith"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn url(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
-}
+use common::{eventsmith, url};
 
 /// A store of `sequences` aggregates with `events` JSON events each, appended one aggregate
 /// per batch, plus one snapshot and one log item.

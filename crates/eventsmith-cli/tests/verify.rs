@@ -1,8 +1,9 @@
 //! `eventsmith verify` and `show` against real SQLite files: rows of the wrong SQL type, snapshot
 //! problems, a topics file, mixed and wrong keys, and crypto-shredded stores.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use eventsmith_cipher::{AesGcmCipher, FileKeyStore, Key, Keyring, PerAggregateKeys};
@@ -11,24 +12,7 @@ use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_sqlite::SqliteStore;
 use uuid::Uuid;
 
-fn eventsmith(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eventsmith"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn url(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{eventsmith, stderr, stdout, url};
 
 /// `sequences` aggregates of `events` events each (topic `test.Happened`) and one snapshot
 /// (`test.Snapshot`) of each aggregate at its last version.
