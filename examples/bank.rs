@@ -12,10 +12,13 @@ async fn main() -> anyhow::Result<()> {
     let bank = Bank::with_new_key(store.clone());
     let alice = bank.open("alice", 0).await?;
     let bob = bank.open("bob", 5_000).await?;
-    bank.deposit(alice, 10_000).await?;
-    bank.transfer(alice, bob, 3_000).await?;
-    bank.withdraw(bob, 7_000).await?; // into bob's overdraft
-    match bank.withdraw(bob, 2_000).await {
+    bank.deposit(alice, 10_000, None).await?;
+    bank.transfer(alice, bob, 3_000, None).await?;
+    // The debit is committed; the transfers process credits bob from the stored log. A
+    // service runs `bank.processes().start()` for that; a batch job settles in its own task.
+    bank.settle().await?;
+    bank.withdraw(bob, 7_000, None).await?; // into bob's overdraft
+    match bank.withdraw(bob, 2_000, None).await {
         Err(BankError::InsufficientFunds { balance, limit, .. }) => {
             println!("bob cannot go below -{limit}: balance {balance}")
         }

@@ -77,6 +77,7 @@ async fn run(address: &str) -> serde_json::Value {
                             originator_id: id,
                             version,
                             timestamp: time::OffsetDateTime::now_utc(),
+                            metadata: Default::default(),
                             event: credit(n as u64).into(),
                         };
                         let item = mapper.encode(&envelope).unwrap();
@@ -114,6 +115,7 @@ async fn run(address: &str) -> serde_json::Value {
                         originator_id: id,
                         version: *v,
                         timestamp: time::OffsetDateTime::now_utc(),
+                        metadata: Default::default(),
                         event: credit(*v).into(),
                     })
                     .unwrap()

@@ -42,6 +42,7 @@ fn benches(c: &mut Criterion) {
             originator_id: Uuid::new_v4(),
             version: 7,
             timestamp: time::OffsetDateTime::now_utc(),
+            metadata: Default::default(),
             event: BenchEvent::from(Credited { amount: 42, note }),
         };
         let codecs: Vec<(&str, CodecId)> = [

@@ -2,6 +2,8 @@
 //! with the same schema and pragmas, for synchronous=FULL and NORMAL:
 //!
 //! - a: commands (load + decide + save one event), one task; raw: one insert per transaction;
+//! - i: workload a through the `Application` against the same load-decide-save by hand on the
+//!   bare repository (`plain`): what the one write path costs;
 //! - b: the same commands from 8 tasks on distinct aggregates; raw as in a, and beside it
 //!   raw-grouped-8, the same commands in raw rusqlite on one thread, 8 to a transaction, and
 //!   raw-pipelined-8, loads on one thread and grouped commits on another;
@@ -26,10 +28,10 @@ use eventsmith_benches::{Account, BenchEvent, credit, size};
 use eventsmith_cipher::{AesGcmCipher, Key, Keyring, Zstd};
 use eventsmith_core::{
     Application, Envelope, EventStore, IntegerSequencedItem, ItemStore, Mapper, Repository,
-    SequencedItem,
+    RetryPolicy, SequencedItem,
 };
 use eventsmith_mapper::{CodecId, Encrypt, EventMapper};
-use eventsmith_snapshot::SnapshotRepository;
+use eventsmith_snapshot::StoredSnapshots;
 use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous};
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::runtime::Runtime;
@@ -50,6 +52,7 @@ fn envelope(id: Uuid, version: u64) -> Envelope<BenchEvent> {
         originator_id: id,
         version,
         timestamp: time::OffsetDateTime::now_utc(),
+        metadata: Default::default(),
         event: credit(version).into(),
     }
 }
@@ -86,9 +89,17 @@ fn raw_insert(conn: &Connection, item: &IntegerSequencedItem) {
 }
 
 /// Runs `iters` commands from `tasks` tasks, each on its own aggregates, 10 commands per
-/// aggregate (the aggregates are created untimed first).
-async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u64) -> Duration {
-    let events = app.repository().event_store();
+/// aggregate (the aggregates are created untimed first). `run(id, round)` is one command.
+async fn timed_commands<F, Fut>(
+    events: &EventStore<BenchEvent, SqliteStore>,
+    iters: u64,
+    tasks: u64,
+    run: F,
+) -> Duration
+where
+    F: Fn(Uuid, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let aggregates = iters.div_ceil(10).max(tasks);
     let ids: Vec<Uuid> = (0..aggregates).map(|_| Uuid::new_v4()).collect();
     for chunk in ids.chunks(500) {
@@ -101,7 +112,7 @@ async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u6
     let handles: Vec<_> = ids
         .chunks(per_task)
         .map(|mine| {
-            let (app, mine) = (app.clone(), mine.to_vec());
+            let (run, mine) = (run.clone(), mine.to_vec());
             tokio::spawn(async move {
                 let mut done = 0;
                 'rounds: for round in 0..10 {
@@ -109,9 +120,7 @@ async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u6
                         if done == quota {
                             break 'rounds;
                         }
-                        app.command(*id, |_| Ok::<_, Infallible>([credit(round)]))
-                            .await
-                            .unwrap();
+                        run(*id, round).await;
                         done += 1;
                     }
                 }
@@ -122,6 +131,37 @@ async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u6
         h.await.unwrap();
     }
     start.elapsed()
+}
+
+/// Workloads a and b through the application.
+async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u64) -> Duration {
+    let app = app.clone();
+    let events = app.repository().event_store().clone();
+    timed_commands(&events, iters, tasks, move |id, round| {
+        let app = app.clone();
+        async move {
+            app.command(id, |_| Ok::<_, Infallible>([credit(round)]))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
+/// Workload a by hand on the bare repository: load, decide, save, no retry.
+async fn repository_commands(repo: &Repository<Account, SqliteStore>, iters: u64) -> Duration {
+    let repo = repo.clone();
+    let events = repo.event_store().clone();
+    timed_commands(&events, iters, 1, move |id, round| {
+        let repo = repo.clone();
+        async move {
+            let mut root = repo.get(id).await.unwrap();
+            root.execute(|_| Ok::<_, Infallible>([credit(round)]))
+                .unwrap();
+            repo.save(&mut root).await.unwrap();
+        }
+    })
+    .await
 }
 
 fn raw_single_inserts(conn: &Connection, mapper: &EventMapper<BenchEvent>, iters: u64) -> Duration {
@@ -243,7 +283,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
     let store = rt
         .block_on(SqliteStore::open_with(dir.path().join("es.db"), config))
         .unwrap();
-    let app = Application::<Account, _>::new(store.clone(), mapper()).with_command_attempts(1);
+    let app = Application::<Account, _>::builder(store.clone(), mapper())
+        .retry(RetryPolicy::never())
+        .build();
     let raw_path = dir.path().join("raw.db");
     let raw_grouped_path = dir.path().join("raw-grouped.db");
     let raw_pipelined_path = dir.path().join("raw-pipelined.db");
@@ -262,6 +304,16 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
     });
     g.bench_function("raw", |b| {
         b.iter_custom(|iters| raw_single_inserts(&raw, &mapper, iters))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("sqlite-{label}-i-application"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("application", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&app, iters, 1)))
+    });
+    g.bench_function("plain", |b| {
+        b.iter_custom(|iters| rt.block_on(repository_commands(app.repository(), iters)))
     });
     g.finish();
 
@@ -293,8 +345,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
         .cipher(Arc::new(AesGcmCipher::new(keys)), Encrypt::All)
         .build()
         .unwrap();
-    let cipher_app =
-        Application::<Account, _>::new(store.clone(), cipher_mapper).with_command_attempts(1);
+    let cipher_app = Application::<Account, _>::builder(store.clone(), cipher_mapper)
+        .retry(RetryPolicy::never())
+        .build();
     g.bench_function("cipher", |b| {
         b.iter_custom(|iters| rt.block_on(commands(&cipher_app, iters, 1)))
     });
@@ -444,18 +497,18 @@ fn bench_reads(c: &mut Criterion, rt: &Runtime) {
 
     // h: the same 10,000-event aggregate, with a snapshot every 100 events (the latest at
     // version 10,000) against no snapshots; the baseline is the plain load.
-    let snapshots = SnapshotRepository::<Account, _>::new(
-        Repository::new(EventStore::new(store.clone(), self::mapper())),
-        self::mapper().payloads().clone(),
-    )
-    .every(100);
+    let snapshots = Application::<Account, _>::builder(store.clone(), self::mapper())
+        .snapshots(
+            StoredSnapshots::new(store.clone(), self::mapper().payloads().clone()).every(100),
+        )
+        .build();
     rt.block_on(async {
-        let mut root = snapshots.repository().get(big).await.unwrap();
         snapshots.take_snapshot(big).await.unwrap();
         // One more event, so the load reads a snapshot and replays what follows it.
-        root.execute(|_| Ok::<_, Infallible>([credit(10_001)]))
+        snapshots
+            .command(big, |_| Ok::<_, Infallible>([credit(10_001)]))
+            .await
             .unwrap();
-        snapshots.save(&mut root).await.unwrap();
     });
     let mut g = c.benchmark_group("sqlite-h-load-10000-snapshots");
     g.throughput(Throughput::Elements(10_000));

@@ -1,52 +1,54 @@
 //! A bank: accounts with an overdraft limit, and transfers between accounts carried out by a
-//! policy. Events are compressed and encrypted, accounts are snapshotted every few events.
-//! The same `Bank` runs on SQLite and on Cassandra.
+//! process application. Events are compressed and encrypted, accounts are snapshotted every
+//! few events. The same `Bank` runs on SQLite and on Cassandra.
+//!
+//! A transfer is a process: the debit (`TransferSent`) is committed on the sender; the
+//! transfers process follows the stored log and credits the receiver (`TransferReceived`),
+//! or refunds the sender (`TransferReturned`) when the receiver is closed. Its events and
+//! its tracking record commit together, so each transfer completes exactly once, whatever
+//! crashes in between (tested with `kill -9`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use eventsmith::{
-    AesGcmCipher, Aggregate, CodecId, CommandError, Encrypt, Envelope, Event, EventBus,
-    EventMapper, EventStore, ItemStore, Keyring, LoadError, PayloadCipher, Repository, Root,
-    SaveError, SnapshotRepository, SnapshotState, SnapshotStore, Zstd,
+    AesGcmCipher, Aggregate, Application, BoxError, BoxFuture, CodecId, CommandError, Committed,
+    DomainEvent, Encrypt, Envelope, Event, EventMapper, IdempotencyKey, ItemStore, Keyring,
+    LoadError, PayloadCipher, Policy, Process, Runner, RunnerWaker, SnapshotState, SnapshotStore,
+    StoredSnapshots, Unit, Zstd, catch_up,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// An account was opened.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.Opened")]
 pub struct Opened {
     /// Who owns it.
     pub owner: String,
     /// How far below zero the balance may go.
     pub overdraft_limit: u64,
 }
-impl Event for Opened {
-    const TOPIC: &'static str = "bank.Opened";
-}
 
 /// Money was paid in.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.Deposited")]
 pub struct Deposited {
     /// In cents.
     pub amount: u64,
 }
-impl Event for Deposited {
-    const TOPIC: &'static str = "bank.Deposited";
-}
 
 /// Money was paid out.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.Withdrawn")]
 pub struct Withdrawn {
     /// In cents.
     pub amount: u64,
 }
-impl Event for Withdrawn {
-    const TOPIC: &'static str = "bank.Withdrawn";
-}
 
 /// Money left for another account; the transfer policy credits it there.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.TransferSent")]
 pub struct TransferSent {
     /// Identifies the transfer on both sides.
     pub transfer_id: Uuid,
@@ -55,12 +57,10 @@ pub struct TransferSent {
     /// In cents.
     pub amount: u64,
 }
-impl Event for TransferSent {
-    const TOPIC: &'static str = "bank.TransferSent";
-}
 
 /// Money arrived from another account.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.TransferReceived")]
 pub struct TransferReceived {
     /// Identifies the transfer on both sides.
     pub transfer_id: Uuid,
@@ -69,31 +69,57 @@ pub struct TransferReceived {
     /// In cents.
     pub amount: u64,
 }
-impl Event for TransferReceived {
-    const TOPIC: &'static str = "bank.TransferReceived";
+
+/// A transfer came back: the receiver could not take it (closed).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.TransferReturned")]
+pub struct TransferReturned {
+    /// Identifies the transfer on both sides.
+    pub transfer_id: Uuid,
+    /// The account that refused it.
+    pub to: Uuid,
+    /// In cents.
+    pub amount: u64,
 }
 
-eventsmith::domain_events! {
-    /// Everything that happens to an account.
-    pub enum AccountEvent {
-        Opened(Opened),
-        Deposited(Deposited),
-        Withdrawn(Withdrawn),
-        TransferSent(TransferSent),
-        TransferReceived(TransferReceived),
-    }
+/// The account was closed: it takes no more commands, and transfers to it come back.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "bank.Closed")]
+pub struct Closed;
+
+/// Everything that happens to an account.
+#[derive(Debug, Clone, PartialEq, DomainEvent)]
+pub enum AccountEvent {
+    /// The account was opened.
+    Opened(Opened),
+    /// Money was paid in.
+    Deposited(Deposited),
+    /// Money was paid out.
+    Withdrawn(Withdrawn),
+    /// A transfer left.
+    TransferSent(TransferSent),
+    /// A transfer arrived.
+    TransferReceived(TransferReceived),
+    /// A transfer came back.
+    TransferReturned(TransferReturned),
+    /// The account was closed.
+    Closed(Closed),
 }
 
 /// An account's state.
 #[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
+    /// Whether it was opened (commands on an account that was never opened fail).
+    pub opened: bool,
+    /// Whether it was closed.
+    pub closed: bool,
     /// Who owns it.
     pub owner: String,
     /// In cents; negative within the overdraft limit.
     pub balance: i64,
     /// How far below zero the balance may go.
     pub overdraft_limit: u64,
-    /// Transfers already received, so a redelivered transfer is credited once.
+    /// Transfers received (or returned).
     pub received: HashSet<Uuid>,
 }
 
@@ -102,6 +128,7 @@ impl Aggregate for Account {
     fn apply(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Opened(e) => {
+                self.opened = true;
                 self.owner = e.owner.clone();
                 self.overdraft_limit = e.overdraft_limit;
             }
@@ -112,6 +139,11 @@ impl Aggregate for Account {
                 self.balance += e.amount as i64;
                 self.received.insert(e.transfer_id);
             }
+            AccountEvent::TransferReturned(e) => {
+                self.balance += e.amount as i64;
+                self.received.insert(e.transfer_id);
+            }
+            AccountEvent::Closed(_) => self.closed = true,
         }
     }
 }
@@ -139,12 +171,35 @@ pub enum BankError {
     /// No such account.
     #[error("no account {0}")]
     NoAccount(Uuid),
+    /// The account was opened before.
+    #[error("account {0} is already open")]
+    AlreadyOpen(Uuid),
+    /// The account is closed.
+    #[error("account {0} is closed")]
+    Closed(Uuid),
     /// Storage failed.
     #[error("storage failed: {0}")]
     Storage(String),
 }
 
 impl Account {
+    /// Decides to open the account, once.
+    pub fn open(
+        &self,
+        id: Uuid,
+        owner: &str,
+        overdraft_limit: u64,
+    ) -> Result<[AccountEvent; 1], BankError> {
+        if self.opened {
+            return Err(BankError::AlreadyOpen(id));
+        }
+        Ok([Opened {
+            owner: owner.to_owned(),
+            overdraft_limit,
+        }
+        .into()])
+    }
+
     fn check_debit(&self, amount: u64) -> Result<(), BankError> {
         if amount == 0 {
             return Err(BankError::ZeroAmount);
@@ -189,21 +244,37 @@ impl Account {
         .into()])
     }
 
-    /// Decides to credit a transfer, once.
+    /// Decides to refund a transfer that `to` could not take. Exactly once is the transfers
+    /// process's guarantee (its events and tracking record commit together); `received`
+    /// only records it.
+    pub fn refund(&self, transfer_id: Uuid, to: Uuid, amount: u64) -> Option<AccountEvent> {
+        Some(
+            TransferReturned {
+                transfer_id,
+                to,
+                amount,
+            }
+            .into(),
+        )
+    }
+
+    /// Decides to credit a transfer. Exactly once is the transfers process's guarantee (its
+    /// events and tracking record commit together, tested under `kill -9` with this decision
+    /// deliberately not deduplicating); `received` only records it.
     pub fn receive(
         &self,
         transfer_id: Uuid,
         from: Uuid,
         amount: u64,
     ) -> Result<Option<AccountEvent>, BankError> {
-        Ok((!self.received.contains(&transfer_id)).then(|| {
+        Ok(Some(
             TransferReceived {
                 transfer_id,
                 from,
                 amount,
             }
-            .into()
-        }))
+            .into(),
+        ))
     }
 }
 
@@ -211,18 +282,31 @@ fn storage(e: impl std::fmt::Display) -> BankError {
     BankError::Storage(e.to_string())
 }
 
-/// The bank application: snapshotting repository, a bus for published events, and the
-/// transfer policy subscribed to it. Cheap to clone; share one across tasks and requests.
+/// The bank's error for a failed command on account `id`.
+fn refused(e: CommandError<BankError>) -> BankError {
+    match e {
+        CommandError::Rejected(e) => e,
+        CommandError::NotFound { id } => BankError::NoAccount(id),
+        e => storage(e),
+    }
+}
+
+/// The bank application: accounts snapshotted every 5 events, and the transfers process that
+/// completes transfers. Cheap to clone; share one across tasks and requests.
 pub struct Bank<S> {
-    accounts: SnapshotRepository<Account, S>,
-    bus: EventBus<AccountEvent>,
+    accounts: Application<Account, S>,
+    store: S,
+    cipher: Arc<dyn PayloadCipher>,
+    waker: RunnerWaker,
 }
 
 impl<S: Clone> Clone for Bank<S> {
     fn clone(&self) -> Self {
         Bank {
             accounts: self.accounts.clone(),
-            bus: self.bus.clone(),
+            store: self.store.clone(),
+            cipher: self.cipher.clone(),
+            waker: self.waker.clone(),
         }
     }
 }
@@ -235,48 +319,95 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Bank<S> {
     }
 }
 
-/// How many times a command is tried when other writers got there first. Under contention
-/// every round has one winner, so this bounds how many writers of one account may queue up.
-const ATTEMPTS: usize = 100;
+/// The name of the transfers process: the key of its tracking record.
+pub const TRANSFERS: &str = "bank.transfers";
+
+/// The policy of the transfers process: a sent transfer is credited to the receiver, or
+/// refunded to the sender when the receiver is closed.
+struct Transfers;
+
+impl<S: ItemStore> Policy<AccountEvent, Account, S> for Transfers {
+    fn react<'a>(
+        &'a self,
+        event: &'a Envelope<AccountEvent>,
+        unit: &'a mut Unit<Account, S>,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let AccountEvent::TransferSent(t) = &event.event else {
+                return Ok(());
+            };
+            let from = event.originator_id;
+            let receiver = unit.get(t.to).await?.state();
+            if receiver.opened && !receiver.closed {
+                unit.execute(t.to, |a| a.receive(t.transfer_id, from, t.amount))
+                    .await?;
+            } else {
+                unit.execute(from, |a| {
+                    Ok::<_, BankError>(a.refund(t.transfer_id, t.to, t.amount))
+                })
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn mapper(cipher: Arc<dyn PayloadCipher>) -> EventMapper<AccountEvent> {
+    EventMapper::<AccountEvent>::builder()
+        .codec(CodecId::Postcard)
+        .compressor(Arc::new(Zstd::new()))
+        .cipher(cipher, Encrypt::All)
+        .build()
+        .expect("the account events have distinct topics")
+}
 
 impl<S: ItemStore + SnapshotStore> Bank<S> {
-    /// A bank on `store`, encrypting every event and snapshot with `cipher`.
+    /// A bank on `store`, encrypting every event and snapshot with `cipher`. Transfers are
+    /// completed by [`processes`](Self::processes), which something must run (or
+    /// [`settle`](Self::settle)).
     pub fn new(store: S, cipher: Arc<dyn PayloadCipher>) -> Self {
-        let mapper = EventMapper::<AccountEvent>::builder()
-            .codec(CodecId::Postcard)
-            .compressor(Arc::new(Zstd::new()))
-            .cipher(cipher, Encrypt::All)
-            .build()
-            .expect("the account events have distinct topics");
-        let payloads = mapper.payloads().clone();
-        let accounts =
-            SnapshotRepository::new(Repository::new(EventStore::new(store, mapper)), payloads)
-                .every(5);
-        let bank = Bank {
+        let mapper = mapper(cipher.clone());
+        let snapshots =
+            StoredSnapshots::<Account, _>::new(store.clone(), mapper.payloads().clone()).every(5);
+        // Commits made here wake the bank's runners at once.
+        let waker = RunnerWaker::new();
+        let accounts = Application::builder(store.clone(), mapper)
+            .snapshots(snapshots)
+            .publish_to(waker.clone())
+            .build();
+        Bank {
             accounts,
-            bus: EventBus::new(),
-        };
-        // The transfer policy: a sent transfer is credited to the receiving account.
-        let policy = bank.accounts.clone();
-        bank.bus.subscribe_topics(
-            &[TransferSent::TOPIC],
-            move |events: Vec<Envelope<AccountEvent>>| {
-                let accounts = policy.clone();
-                async move {
-                    for e in events {
-                        if let AccountEvent::TransferSent(t) = e.event {
-                            let from = e.originator_id;
-                            command(&accounts, t.to, |a| {
-                                a.receive(t.transfer_id, from, t.amount)
-                            })
-                            .await?;
-                        }
-                    }
-                    Ok(())
-                }
-            },
-        );
-        bank
+            store,
+            cipher,
+            waker,
+        }
+    }
+
+    /// The transfers process application.
+    pub fn transfers(&self) -> Process<AccountEvent, Account, S> {
+        Process::new(
+            TRANSFERS,
+            mapper(self.cipher.clone()),
+            self.accounts.clone(),
+            Transfers,
+        )
+        .topics(&[TransferSent::TOPIC])
+    }
+
+    /// A runner for the bank's processes, woken by this bank's commits; `.start()` it. Any
+    /// number of processes may run one on the same store: each transfer still completes once.
+    pub fn processes(&self) -> Runner<S> {
+        Runner::new(self.store.clone())
+            .woken_by(&self.waker)
+            .follow(self.transfers())
+    }
+
+    /// Completes every transfer sent so far, in this task; returns how many notifications
+    /// the process read.
+    pub async fn settle(&self) -> Result<u64, BankError> {
+        catch_up(&self.store, &self.transfers(), 256)
+            .await
+            .map_err(storage)
     }
 
     /// A bank with a fresh random key (for examples and tests; real keys come from a key store).
@@ -290,107 +421,111 @@ impl<S: ItemStore + SnapshotStore> Bank<S> {
         )
     }
 
-    /// The accounts repository.
-    pub fn accounts(&self) -> &SnapshotRepository<Account, S> {
+    /// The accounts application.
+    pub fn accounts(&self) -> &Application<Account, S> {
         &self.accounts
     }
 
     /// Opens an account.
     pub async fn open(&self, owner: &str, overdraft_limit: u64) -> Result<Uuid, BankError> {
         let id = Uuid::new_v4();
-        let mut root = Root::<Account>::create(
-            id,
-            Opened {
-                owner: owner.to_owned(),
-                overdraft_limit,
-            },
-        );
-        self.accounts.save(&mut root).await.map_err(storage)?;
+        self.accounts
+            .command(id, |a| a.open(id, owner, overdraft_limit))
+            .await
+            .map_err(refused)?;
         Ok(id)
     }
 
-    /// Pays money in.
-    pub async fn deposit(&self, id: Uuid, amount: u64) -> Result<(), BankError> {
-        self.run(id, |a| a.deposit(amount)).await
+    /// Pays money in. With a `request` key, the same request sent again pays in once.
+    pub async fn deposit(
+        &self,
+        id: Uuid,
+        amount: u64,
+        request: Option<IdempotencyKey>,
+    ) -> Result<(), BankError> {
+        self.run(id, request, |a| a.deposit(amount)).await.map(drop)
     }
 
-    /// Pays money out, within the overdraft limit.
-    pub async fn withdraw(&self, id: Uuid, amount: u64) -> Result<(), BankError> {
-        self.run(id, |a| a.withdraw(amount)).await
-    }
-
-    /// Moves money: debits `from` now; the transfer policy credits `to`.
-    pub async fn transfer(&self, from: Uuid, to: Uuid, amount: u64) -> Result<Uuid, BankError> {
-        if !self
-            .accounts
-            .repository()
-            .contains(to)
+    /// Pays money out, within the overdraft limit. With a `request` key, the same request
+    /// sent again (a client's retry after a lost response) pays out once.
+    pub async fn withdraw(
+        &self,
+        id: Uuid,
+        amount: u64,
+        request: Option<IdempotencyKey>,
+    ) -> Result<(), BankError> {
+        self.run(id, request, |a| a.withdraw(amount))
             .await
-            .map_err(storage)?
-        {
+            .map(drop)
+    }
+
+    /// Closes an account: later commands on it fail, and transfers to it come back.
+    pub async fn close(&self, id: Uuid) -> Result<(), BankError> {
+        self.run(id, None, |_| Ok([AccountEvent::from(Closed)]))
+            .await
+            .map(drop)
+    }
+
+    /// Moves money: debits `from` now; the transfers process credits `to` (or refunds `from`
+    /// if `to` is closed by then). With a `request`
+    /// key, the same request sent again moves the money once (and returns the same id).
+    pub async fn transfer(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        amount: u64,
+        request: Option<IdempotencyKey>,
+    ) -> Result<Uuid, BankError> {
+        if !self.accounts.get(to).await.is_ok_and(|r| r.state().opened) {
             return Err(BankError::NoAccount(to));
         }
-        let transfer_id = Uuid::new_v4();
-        self.run(from, |a| a.send(transfer_id, to, amount)).await?;
-        Ok(transfer_id)
+        let new_id = Uuid::new_v4();
+        let done = self
+            .run(from, request, |a| a.send(new_id, to, amount))
+            .await?;
+        // A replayed request returns the first run's transfer id.
+        match done.events.first().map(|e| &e.event) {
+            Some(AccountEvent::TransferSent(t)) => Ok(t.transfer_id),
+            _ => Err(BankError::Storage(format!(
+                "request on {from} was not a transfer"
+            ))),
+        }
     }
 
     /// The balance of an account.
     pub async fn balance(&self, id: Uuid) -> Result<i64, BankError> {
         match self.accounts.get(id).await {
-            Ok(root) => Ok(root.state().balance),
-            Err(LoadError::NotFound { .. }) => Err(BankError::NoAccount(id)),
+            Ok(root) if root.state().opened => Ok(root.state().balance),
+            Ok(_) | Err(LoadError::NotFound { .. }) => Err(BankError::NoAccount(id)),
             Err(e) => Err(storage(e)),
         }
     }
 
-    /// Runs a command, then publishes its committed events (to the transfer policy).
+    /// Runs a command on an opened account.
     async fn run<I>(
         &self,
         id: Uuid,
-        decide: impl Fn(&Account) -> Result<I, BankError>,
-    ) -> Result<(), BankError>
+        request: Option<IdempotencyKey>,
+        decide: impl Fn(&Account) -> Result<I, BankError> + Send + Sync,
+    ) -> Result<Committed<Account>, BankError>
     where
         I: IntoIterator,
         I::Item: Into<AccountEvent>,
     {
-        let committed = command(&self.accounts, id, decide).await?;
-        self.bus.publish(&committed).await.map_err(storage)
-    }
-}
-
-/// Load, decide, save; again on conflict. Returns the committed events.
-async fn command<S: ItemStore + SnapshotStore, I>(
-    accounts: &SnapshotRepository<Account, S>,
-    id: Uuid,
-    decide: impl Fn(&Account) -> Result<I, BankError>,
-) -> Result<Vec<Envelope<AccountEvent>>, BankError>
-where
-    I: IntoIterator,
-    I::Item: Into<AccountEvent>,
-{
-    for _ in 0..ATTEMPTS {
-        let mut root = match accounts.get(id).await {
-            Ok(root) => root,
-            Err(LoadError::NotFound { .. }) => return Err(BankError::NoAccount(id)),
-            Err(e) => return Err(storage(e)),
-        };
-        match root.execute(&decide) {
-            Ok(()) => {}
-            Err(CommandError::Rejected(e)) => return Err(e),
-            Err(e) => return Err(storage(e)),
-        }
-        match accounts.save(&mut root).await {
-            Ok(committed) => return Ok(committed),
-            Err(SaveError::Conflict { .. }) => {
-                // A short random pause spreads the writers that lost the same round.
-                let jitter = (Uuid::new_v4().as_u128() % 2_000) as u64;
-                tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
+        let opened = |a: &Account| {
+            if !a.opened {
+                Err(BankError::NoAccount(id))
+            } else if a.closed {
+                Err(BankError::Closed(id))
+            } else {
+                decide(a)
             }
-            Err(e) => return Err(storage(e)),
+        };
+        let command = self.accounts.command(id, opened).require_existing();
+        match request {
+            Some(key) => command.idempotency_key(key).await,
+            None => command.await,
         }
+        .map_err(refused)
     }
-    Err(BankError::Storage(format!(
-        "account {id} too busy: {ATTEMPTS} conflicting attempts"
-    )))
 }

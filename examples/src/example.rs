@@ -1,41 +1,40 @@
 //! The classic worked example: an `Example` aggregate with a `foo` attribute that is created,
 //! changes `foo`, and is discarded.
 
-use eventsmith::{Aggregate, CommandError, Event, Root};
+use eventsmith::{Aggregate, CommandError, DomainEvent, Event, Root};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// An example was created with a first value of `foo`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "example.Created")]
 pub struct Created {
     /// The first value of `foo`.
     pub foo: String,
 }
-impl Event for Created {
-    const TOPIC: &'static str = "example.Created";
-}
 
 /// `foo` changed.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "example.FooChanged")]
 pub struct FooChanged {
     /// The new value of `foo`.
     pub foo: String,
 }
-impl Event for FooChanged {
-    const TOPIC: &'static str = "example.FooChanged";
-}
 
 /// The example was discarded; it no longer exists as live state.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Event)]
+#[event(topic = "example.Discarded", discards)]
 pub struct Discarded;
-impl Event for Discarded {
-    const TOPIC: &'static str = "example.Discarded";
-    const DISCARDS: bool = true;
-}
 
-eventsmith::domain_events! {
-    /// Everything that can happen to an [`Example`].
-    pub enum ExampleEvent { Created(Created), FooChanged(FooChanged), Discarded(Discarded) }
+/// Everything that can happen to an [`Example`].
+#[derive(Debug, Clone, PartialEq, DomainEvent)]
+pub enum ExampleEvent {
+    /// The example was created.
+    Created(Created),
+    /// `foo` changed.
+    FooChanged(FooChanged),
+    /// The example was discarded.
+    Discarded(Discarded),
 }
 
 /// The state of an example.

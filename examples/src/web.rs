@@ -1,11 +1,15 @@
 //! A small HTTP service over the bank: one `Bank` shared by every request (the modern form of
 //! the classic web-deployment guide: one application object per process, not per request).
+//!
+//! Deposits and withdrawals honour an `Idempotency-Key` request header: a client that lost
+//! the response and sends the same request again with the same key gets the same answer, and
+//! the money moves once.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventsmith::{ItemStore, SnapshotStore};
+use eventsmith::{IdempotencyKey, ItemStore, SnapshotStore};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -40,12 +44,28 @@ pub struct Balance {
 fn status(e: BankError) -> (StatusCode, String) {
     let code = match e {
         BankError::NoAccount(_) => StatusCode::NOT_FOUND,
+        BankError::AlreadyOpen(_) | BankError::Closed(_) => StatusCode::CONFLICT,
         BankError::ZeroAmount | BankError::InsufficientFunds { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         BankError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, e.to_string())
+}
+
+/// The header a client sends its request id in.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The request's idempotency key, if it sent one; a malformed one is a 400.
+fn request_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, (StatusCode, String)> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = |why: String| (StatusCode::BAD_REQUEST, format!("{IDEMPOTENCY_KEY}: {why}"));
+    let text = value.to_str().map_err(|e| bad(e.to_string()))?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: eventsmith::InvalidKey| bad(e.to_string()))
 }
 
 /// The routes, sharing `bank`.
@@ -82,17 +102,21 @@ async fn balance<S: ItemStore + SnapshotStore>(
 async fn deposit<S: ItemStore + SnapshotStore>(
     State(bank): State<Bank<S>>,
     Path(id): Path<Uuid>,
+    headers: HeaderMap,
     Json(body): Json<Amount>,
 ) -> Result<StatusCode, (StatusCode, String)> {
-    bank.deposit(id, body.amount).await.map_err(status)?;
+    let key = request_key(&headers)?;
+    bank.deposit(id, body.amount, key).await.map_err(status)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn withdraw<S: ItemStore + SnapshotStore>(
     State(bank): State<Bank<S>>,
     Path(id): Path<Uuid>,
+    headers: HeaderMap,
     Json(body): Json<Amount>,
 ) -> Result<StatusCode, (StatusCode, String)> {
-    bank.withdraw(id, body.amount).await.map_err(status)?;
+    let key = request_key(&headers)?;
+    bank.withdraw(id, body.amount, key).await.map_err(status)?;
     Ok(StatusCode::NO_CONTENT)
 }

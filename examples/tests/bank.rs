@@ -1,5 +1,6 @@
-//! The bank: the overdraft invariant, transfers through the policy, encryption and snapshots
-//! on a SQLite file, concurrent commands; and the HTTP service under concurrent requests.
+//! The bank: the overdraft invariant, transfers completed by the transfers process (refunded
+//! when the receiver is closed), encryption and snapshots on a SQLite file, concurrent
+//! commands; and the HTTP service under concurrent requests and client retries.
 
 use std::time::Duration;
 
@@ -17,21 +18,30 @@ async fn bank() -> (Bank<SqliteStore>, SqliteStore, tempfile::TempDir) {
 }
 
 #[tokio::test]
-async fn the_overdraft_limit_holds_and_transfers_arrive_through_the_policy() {
+async fn the_overdraft_limit_holds_and_transfers_arrive_through_the_process() {
     let (bank, store, _dir) = bank().await;
     let alice = bank.open("alice", 0).await.unwrap();
     let bob = bank.open("bob", 20).await.unwrap();
-    bank.deposit(alice, 100).await.unwrap();
+    bank.deposit(alice, 100, None).await.unwrap();
     assert_eq!(
-        bank.withdraw(alice, 101).await,
+        bank.withdraw(alice, 101, None).await,
         Err(BankError::InsufficientFunds {
             balance: 100,
             limit: 0,
             asked: 101
         })
     );
-    assert_eq!(bank.deposit(alice, 0).await, Err(BankError::ZeroAmount));
-    bank.transfer(alice, bob, 60).await.unwrap();
+    assert_eq!(
+        bank.deposit(alice, 0, None).await,
+        Err(BankError::ZeroAmount)
+    );
+    bank.transfer(alice, bob, 60, None).await.unwrap();
+    assert_eq!(
+        bank.balance(bob).await.unwrap(),
+        0,
+        "debited, not yet credited"
+    );
+    bank.settle().await.unwrap();
     assert_eq!(
         (
             bank.balance(alice).await.unwrap(),
@@ -40,17 +50,17 @@ async fn the_overdraft_limit_holds_and_transfers_arrive_through_the_policy() {
         (40, 60)
     );
     assert_eq!(
-        bank.transfer(alice, bob, 41).await,
+        bank.transfer(alice, bob, 41, None).await,
         Err(BankError::InsufficientFunds {
             balance: 40,
             limit: 0,
             asked: 41
         })
     );
-    bank.withdraw(bob, 80).await.unwrap();
+    bank.withdraw(bob, 80, None).await.unwrap();
     assert_eq!(bank.balance(bob).await.unwrap(), -20);
     assert!(matches!(
-        bank.transfer(alice, Uuid::new_v4(), 1).await,
+        bank.transfer(alice, Uuid::new_v4(), 1, None).await,
         Err(BankError::NoAccount(_))
     ));
     assert!(matches!(
@@ -66,7 +76,7 @@ async fn the_overdraft_limit_holds_and_transfers_arrive_through_the_policy() {
             .all(|i| PayloadHeader::parse(&i.payload).unwrap().0.key_id.is_some())
     );
     for _ in 0..4 {
-        bank.deposit(bob, 1).await.unwrap();
+        bank.deposit(bob, 1, None).await.unwrap();
     }
     let snapshot = store
         .latest_snapshot(bob, None)
@@ -85,13 +95,94 @@ async fn the_overdraft_limit_holds_and_transfers_arrive_through_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_complete_exactly_once_with_two_runners_and_refund_on_a_closed_account() {
+    let (bank, store, _dir) = bank().await;
+    let accounts: Vec<Uuid> = {
+        let mut v = Vec::new();
+        for i in 0..6 {
+            let id = bank.open(&format!("a{i}"), 0).await.unwrap();
+            bank.deposit(id, 1_000, None).await.unwrap();
+            v.push(id);
+        }
+        v
+    };
+    // Two runners of the same process, as two processes sharing the file would run.
+    let (first, second) = (bank.processes().start(), bank.processes().start());
+    let closed = accounts[5];
+    bank.close(closed).await.unwrap();
+    assert_eq!(
+        bank.deposit(closed, 1, None).await,
+        Err(BankError::Closed(closed))
+    );
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (bank, accounts) = (bank.clone(), accounts.clone());
+            tokio::spawn(async move {
+                let from = accounts[i % 5];
+                let to = accounts[(i * 7 + 1) % 6];
+                if from != to {
+                    bank.transfer(from, to, 10, None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Wait until the process has read the whole log.
+    let head = store.max_notification_id().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store
+        .tracking_position(eventsmith_examples::bank::TRANSFERS)
+        .await
+        .unwrap()
+        < head
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process fell behind"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.stop().await;
+    second.stop().await;
+    let mut total = 0;
+    for id in &accounts {
+        total += bank.balance(*id).await.unwrap();
+    }
+    assert_eq!(
+        total, 6_000,
+        "money is conserved: every transfer completed once"
+    );
+    // The closed account received nothing: transfers to it came back.
+    assert_eq!(bank.balance(closed).await.unwrap(), 1_000);
+    let events = bank
+        .accounts()
+        .repository()
+        .event_store()
+        .load(accounts[0], &Select::all())
+        .await
+        .unwrap();
+    let sent = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.event,
+                eventsmith_examples::bank::AccountEvent::TransferSent(_)
+            )
+        })
+        .count();
+    assert!(sent > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_account_all_land() {
     let (bank, _store, _dir) = bank().await;
     let id = bank.open("busy", 0).await.unwrap();
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let bank = bank.clone();
-            tokio::spawn(async move { bank.deposit(id, 5).await })
+            tokio::spawn(async move { bank.deposit(id, 5, None).await })
         })
         .collect();
     for t in tasks {
@@ -107,9 +198,23 @@ async fn http(
     path: &str,
     body: &str,
 ) -> (u16, String) {
+    http_with_key(address, method, path, None, body).await
+}
+
+/// Sends one HTTP/1.1 request, with an `Idempotency-Key` header when `key` is given.
+async fn http_with_key(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let key = key
+        .map(|k| format!("Idempotency-Key: {k}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{key}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -180,6 +285,95 @@ async fn the_web_service_shares_one_bank_across_concurrent_requests() {
     assert!(body.contains("insufficient funds"));
     let (status, _) = http(address, "GET", &format!("/accounts/{}", Uuid::new_v4()), "").await;
     assert_eq!(status, 404);
+    server.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_retry_after_a_lost_response_does_not_debit_twice() {
+    let (bank, _store, _dir) = bank().await;
+    let id = bank.open("ada", 10).await.unwrap();
+    bank.deposit(id, 100, None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router(bank)).await.unwrap() });
+    let withdrawals = format!("/accounts/{id}/withdrawals");
+    let balance = || async move {
+        let (_, body) = http(address, "GET", &format!("/accounts/{id}"), "").await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["balance"].clone()
+    };
+
+    // The first response is "lost"; the client sends the same request again, twice.
+    for _ in 0..3 {
+        let (status, body) = http_with_key(
+            address,
+            "POST",
+            &withdrawals,
+            Some("req-1"),
+            r#"{"amount":30}"#,
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    assert_eq!(balance().await, 70, "debited once");
+
+    // Eight copies of one request racing each other also debit once.
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let path = withdrawals.clone();
+            tokio::spawn(async move {
+                http_with_key(address, "POST", &path, Some("req-2"), r#"{"amount":10}"#).await
+            })
+        })
+        .collect();
+    for r in racing {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, 204, "{body}");
+    }
+    assert_eq!(balance().await, 60);
+
+    // A replay returns the first outcome, even when the state would now refuse the request.
+    let (status, body) = http_with_key(
+        address,
+        "POST",
+        &withdrawals,
+        Some("req-3"),
+        r#"{"amount":65}"#,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = http_with_key(
+        address,
+        "POST",
+        &withdrawals,
+        Some("req-3"),
+        r#"{"amount":65}"#,
+    )
+    .await;
+    assert_eq!(status, 204, "a replay, not a new decision on -5: {body}");
+    assert_eq!(balance().await, -5);
+
+    // Another key is another request; without a key every request is new.
+    let (status, _) = http_with_key(
+        address,
+        "POST",
+        &withdrawals,
+        Some("req-4"),
+        r#"{"amount":65}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "insufficient funds for a new request");
+    let (status, body) = http_with_key(
+        address,
+        "POST",
+        &withdrawals,
+        Some(&"x".repeat(201)),
+        r#"{"amount":1}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("idempotency-key"), "{body}");
+    assert_eq!(balance().await, -5);
     server.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
 }

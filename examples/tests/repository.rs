@@ -1,6 +1,7 @@
 //! The repository, application and event player on the worked example's aggregate: loading,
 //! history, discarding, retries on conflict, and typed errors for bad stored data.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,7 +9,7 @@ use eventsmith::EventMapper;
 use eventsmith::scenario::given;
 use eventsmith::{
     Application, CommandError, DecodeErrorKind, EventStore, ItemStore, LoadError, MemoryStore,
-    ReplayError, Repository, Root, SaveError, SequencedItem,
+    ReplayError, Repository, RetryPolicy, Root, SaveError, SequencedItem,
 };
 use eventsmith_examples::example::{
     Created, Discarded, Example, ExampleError, ExampleEvent, FooChanged, create_new_example,
@@ -129,15 +130,16 @@ fn interfering_decide(
 #[tokio::test]
 async fn commands_retry_on_conflict_and_give_up_after_the_configured_attempts() {
     let store = MemoryStore::new();
-    let app = Application::<Example, _>::new(store.clone(), mapper()).with_command_attempts(3);
-    let rival = Application::<Example, _>::new(store.clone(), mapper());
+    let app = Application::<Example, _>::builder(store.clone(), mapper())
+        .retry(RetryPolicy::new(3))
+        .build();
+    let rival = Application::<Example, _>::builder(store.clone(), mapper()).build();
     let id = Uuid::new_v4();
-    app.create(
-        id,
-        Created {
+    app.command(id, |_| {
+        Ok::<_, ExampleError>([Created {
             foo: "start".into(),
-        },
-    )
+        }])
+    })
     .await
     .unwrap();
 
@@ -148,7 +150,8 @@ async fn commands_retry_on_conflict_and_give_up_after_the_configured_attempts() 
             interfering_decide(rival.clone(), id, calls.clone(), 2, "mine"),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .root;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         3,
@@ -182,12 +185,14 @@ async fn commands_retry_on_conflict_and_give_up_after_the_configured_attempts() 
 
 #[tokio::test]
 async fn commands_from_many_tasks_all_land() {
-    let app =
-        Application::<Example, _>::new(MemoryStore::new(), mapper()).with_command_attempts(100);
+    // The default retry policy: 16 writers on one aggregate all get through.
+    let app = Application::<Example, _>::builder(MemoryStore::new(), mapper()).build();
     let id = Uuid::new_v4();
-    app.create(id, Created { foo: String::new() })
-        .await
-        .unwrap();
+    app.command(id, |_| {
+        Ok::<_, ExampleError>([Created { foo: String::new() }])
+    })
+    .await
+    .unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let app = app.clone();
@@ -388,6 +393,6 @@ fn futures_are_send(
     is_send(repo.get_at(id, 1));
     is_send(repo.contains(id));
     is_send(repo.save(&mut root));
-    is_send(app.command(id, |e| e.change_foo("x")));
-    is_send(app.create(id, Created { foo: "x".into() }));
+    is_send(app.command(id, |e| e.change_foo("x")).into_future());
+    is_send(app.get(id));
 }

@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
                 StoreUrl::Memory => assert_eq!(text, "memory:"),
                 StoreUrl::Sqlite(path) => assert!(!path.as_os_str().is_empty()),
                 StoreUrl::Cassandra { address, keyspace } => assert!(address.contains(':') && !keyspace.is_empty()),
+                StoreUrl::Postgres(url) => {
+                    let _ = url.config();
+                }
             }
         }
     }

@@ -41,6 +41,7 @@ fn envelope(id: Uuid, version: u64, text: &str) -> Envelope<NoteEvent> {
         originator_id: id,
         version,
         timestamp: OffsetDateTime::now_utc(),
+        metadata: Default::default(),
         event: Noted {
             text: text.into(),
             n: version,
@@ -453,7 +454,7 @@ proptest! {
                     }
                     let mapper = builder.build().unwrap();
                     for event in &events {
-                        let e = Envelope { originator_id: id, version, timestamp: OffsetDateTime::now_utc(), event: event.clone() };
+                        let e = Envelope { originator_id: id, version, timestamp: OffsetDateTime::now_utc(), metadata: Default::default(), event: event.clone() };
                         let item = mapper.encode(&e).unwrap();
                         prop_assert_eq!(mapper.decode(&item).unwrap(), e);
                     }
@@ -501,4 +502,41 @@ fn what_is_written_can_be_read() {
     let item = small_limit.encode(&fits).unwrap();
     assert!(PayloadHeader::parse(&item.payload).unwrap().0.compressed);
     assert_eq!(small_limit.decode(&item).unwrap(), fits);
+}
+
+/// Metadata is stored in the clear beside an encrypted payload but is part of its associated
+/// data: an edit to it (here, the tenant) fails decryption, so it cannot be changed unseen.
+#[test]
+fn edited_metadata_fails_decryption() {
+    let m = mapper(keyring("k1", 9), CodecId::Postcard);
+    let id = Uuid::new_v4();
+    let mut e = envelope(id, 1, "secret");
+    e.metadata = eventsmith_core::Metadata::default()
+        .with_correlation_id("order-7")
+        .with_user("tenant", "acme");
+    let item = m.encode(&e).unwrap();
+    assert_eq!(m.decode(&item).unwrap().metadata, e.metadata);
+    let at = item
+        .payload
+        .windows(4)
+        .position(|w| w == b"acme")
+        .expect("metadata is stored in the clear");
+    let mut edited = item.clone();
+    edited.payload[at + 3] = b'f';
+    assert_eq!(
+        PayloadHeader::parse(&edited.payload)
+            .unwrap()
+            .0
+            .metadata
+            .user["tenant"],
+        "acmf",
+        "the edit is a well-formed header"
+    );
+    match m.decode(&edited) {
+        Err(err) => assert!(
+            matches!(err.kind, DecodeErrorKind::Cipher(CipherError::Decrypt)),
+            "{err}"
+        ),
+        Ok(e) => panic!("an edited tenant decoded: {:?}", e.metadata),
+    }
 }

@@ -8,7 +8,9 @@
 //! eventsmith copy FROM_URL TO_URL
 //! ```
 //!
-//! URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`.
+//! URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`,
+//! `postgres://user:password@host:port/database?schema=NAME` (the tables live in that
+//! PostgreSQL schema; without `schema`, in the first schema of the server's `search_path`).
 //! Exit codes: 0 fine, 1 `verify` found problems (one line per item), 2 the command could not
 //! run (a bad URL, an unreachable server, a bad key file, a wrong key — for `verify`, a key file
 //! that opens none of the encrypted items —, a schema from a newer version): one line on stderr
@@ -39,6 +41,7 @@ use eventsmith_cipher::{
 };
 use eventsmith_core::{CipherError, MemoryStore, StoreError};
 use eventsmith_mapper::{CodecId, Encrypt, Payloads};
+use eventsmith_postgres::PostgresStore;
 use eventsmith_scylla::{CassandraConfig, CassandraStore};
 use eventsmith_sqlite::SqliteStore;
 use uuid::Uuid;
@@ -119,6 +122,7 @@ pub(crate) enum AnyStore {
     Memory(MemoryStore),
     Sqlite(SqliteStore),
     Cassandra(CassandraStore),
+    Postgres(PostgresStore),
 }
 
 /// Runs `$body` with `$s` bound to the concrete store.
@@ -128,11 +132,13 @@ macro_rules! with_store {
             $crate::AnyStore::Memory($s) => $body,
             $crate::AnyStore::Sqlite($s) => $body,
             $crate::AnyStore::Cassandra($s) => $body,
+            $crate::AnyStore::Postgres($s) => $body,
         }
     };
 }
 
-/// Opens a store; `create` makes a Cassandra schema that is missing (copy destinations).
+/// Opens a store; `create` makes a Cassandra schema that is missing (copy destinations). A
+/// PostgreSQL store creates its tables on connect, when they are missing.
 async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
     match url {
         StoreUrl::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
@@ -157,6 +163,15 @@ async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
             CassandraStore::connect(config)
                 .await
                 .map(AnyStore::Cassandra)
+                .map_err(|e| e.to_string())
+        }
+        StoreUrl::Postgres(url) => {
+            let mut config = url.config();
+            // A command line waits seconds, not the library's half minute, for a connection.
+            config.acquire_timeout = std::time::Duration::from_secs(10);
+            PostgresStore::connect(config)
+                .await
+                .map(AnyStore::Postgres)
                 .map_err(|e| e.to_string())
         }
     }

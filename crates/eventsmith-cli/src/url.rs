@@ -1,6 +1,30 @@
-//! Store URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`.
+//! Store URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`,
+//! `postgres://user@host:port/database?schema=NAME`.
 
 use std::path::PathBuf;
+
+use eventsmith_postgres::PostgresConfig;
+
+/// A PostgreSQL store's URL, checked by [`PostgresConfig`]'s parser. Its `Debug` leaves out
+/// the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The store's configuration (the URL parsed when the `PostgresUrl` was made).
+    pub fn config(&self) -> PostgresConfig {
+        self.0
+            .parse()
+            .expect("a PostgresUrl is only made from a URL that parses")
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration's Debug never shows the password.
+        f.debug_tuple("PostgresUrl").field(&self.config()).finish()
+    }
+}
 
 /// Where a store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +40,9 @@ pub enum StoreUrl {
         /// The keyspace.
         keyspace: String,
     },
+    /// A PostgreSQL schema (`postgres://` or `postgresql://`, with libpq's parameters and
+    /// eventsmith's `schema`, `pool_size`, `max_group`, `lock_timeout_ms`).
+    Postgres(PostgresUrl),
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -53,8 +80,15 @@ impl std::str::FromStr for StoreUrl {
                 keyspace: keyspace.to_owned(),
             });
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // The parser's messages never repeat the password; neither does this one.
+            return match url.parse::<PostgresConfig>() {
+                Ok(_) => Ok(StoreUrl::Postgres(PostgresUrl(url.to_owned()))),
+                Err(e) => Err(format!("bad store URL (postgres://...): {e}")),
+            };
+        }
         Err(format!(
-            "bad store URL {url:?}: expected sqlite:///path/to/file.db, memory: or cassandra://host:port/keyspace"
+            "bad store URL {url:?}: expected sqlite:///path/to/file.db, memory:, cassandra://host:port/keyspace or postgres://user@host:port/database"
         ))
     }
 }
@@ -81,6 +115,13 @@ mod tests {
                 keyspace: "events".into()
             })
         );
+        let Ok(StoreUrl::Postgres(pg)) =
+            "postgres://u:secret@127.0.0.1:55432/db?schema=orders".parse::<StoreUrl>()
+        else {
+            panic!("a postgres URL")
+        };
+        assert_eq!(pg.config().schema(), Some("orders"));
+        assert!(!format!("{pg:?}").contains("secret"));
     }
 
     #[test]
@@ -95,6 +136,9 @@ mod tests {
             "cassandra://h:9042/",
             "cassandra://h:9042",
             "memory",
+            "postgres://h/db?schema=Bad-Name",
+            "postgres://h:notaport/db",
+            "postgresql://h/db?pool_size=0",
         ] {
             let err = bad.parse::<StoreUrl>().unwrap_err();
             assert!(err.starts_with("bad store URL"), "{bad}: {err}");

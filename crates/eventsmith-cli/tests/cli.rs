@@ -34,6 +34,7 @@ async fn fill(path: &Path, sequences: usize, events: u64, payloads: &Payloads) -
                         "test.Happened",
                         1,
                         v as i64,
+                        &eventsmith_core::Metadata::default(),
                         &serde_json::json!({ "n": v, "note": "some text" }),
                     )
                     .unwrap()
@@ -49,6 +50,7 @@ async fn fill(path: &Path, sequences: usize, events: u64, payloads: &Payloads) -
             "test.Snapshot",
             1,
             0,
+            &eventsmith_core::Metadata::default(),
             &serde_json::json!({ "total": events }),
         )
         .unwrap();
@@ -356,7 +358,15 @@ async fn verify_with_a_key_file_reports_plaintext_and_wrong_or_bad_key_files_exi
     let plain = json_payloads();
     let forged = |v, topic| {
         plain
-            .seal(ids[1], v, topic, 1, 0, &serde_json::json!({ "n": 1000 }))
+            .seal(
+                ids[1],
+                v,
+                topic,
+                1,
+                0,
+                &eventsmith_core::Metadata::default(),
+                &serde_json::json!({ "n": 1000 }),
+            )
             .unwrap()
     };
     store

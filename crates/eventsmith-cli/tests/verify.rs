@@ -24,7 +24,15 @@ async fn fill(path: &Path, sequences: usize, events: u64, payloads: &Payloads) -
         let batch: Vec<IntegerSequencedItem> = (1..=events)
             .map(|v| {
                 payloads
-                    .seal(id, v, "test.Happened", 1, 0, &serde_json::json!({ "n": v }))
+                    .seal(
+                        id,
+                        v,
+                        "test.Happened",
+                        1,
+                        0,
+                        &eventsmith_core::Metadata::default(),
+                        &serde_json::json!({ "n": v }),
+                    )
                     .unwrap()
             })
             .collect();
@@ -36,6 +44,7 @@ async fn fill(path: &Path, sequences: usize, events: u64, payloads: &Payloads) -
                 "test.Snapshot",
                 1,
                 0,
+                &eventsmith_core::Metadata::default(),
                 &serde_json::json!({ "total": events }),
             )
             .unwrap();
@@ -187,7 +196,15 @@ async fn a_topics_file_reports_items_of_unknown_topics() {
     let ids = fill(&path, 2, 2, &Payloads::new(CodecId::Json)).await;
     let store = SqliteStore::open(&path).await.unwrap();
     let stray = Payloads::new(CodecId::Json)
-        .seal(ids[1], 3, "test.Renamed", 1, 0, &serde_json::json!({}))
+        .seal(
+            ids[1],
+            3,
+            "test.Renamed",
+            1,
+            0,
+            &eventsmith_core::Metadata::default(),
+            &serde_json::json!({}),
+        )
         .unwrap();
     store.append(vec![stray]).await.unwrap();
     store.close().await;
@@ -236,6 +253,7 @@ async fn items_under_another_key_are_per_item_problems_and_a_key_that_opens_none
             "test.Happened",
             1,
             0,
+            &eventsmith_core::Metadata::default(),
             &serde_json::json!({ "n": 3 }),
         )
         .unwrap();

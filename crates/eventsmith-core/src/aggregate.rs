@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{CommandError, ReplayError};
 use crate::item::Version;
+use crate::metadata::Metadata;
 
 /// One kind of domain event: a plain serde type with a stable name and a schema version.
 ///
@@ -148,6 +149,8 @@ pub struct Envelope<E> {
     pub version: Version,
     /// When the event was recorded (UTC).
     pub timestamp: OffsetDateTime,
+    /// Why the event happened and on whose behalf (empty unless a command set it).
+    pub metadata: Metadata,
     /// The event.
     pub event: E,
 }
@@ -202,8 +205,16 @@ impl<A: Aggregate + fmt::Debug> fmt::Debug for Root<A> {
 impl<A: Aggregate> Root<A> {
     /// Creates an aggregate from its first event (version 1), kept pending until saved.
     pub fn create(id: Uuid, event: impl Into<A::Event>) -> Self {
+        let mut root = Self::empty(id);
+        root.record(event.into(), root.created_on);
+        root
+    }
+
+    /// An aggregate without events, at version 0 in its default state: where a first
+    /// command starts.
+    pub(crate) fn empty(id: Uuid) -> Self {
         let now = OffsetDateTime::now_utc();
-        let mut root = Root {
+        Root {
             id,
             version: 0,
             created_on: now,
@@ -211,9 +222,7 @@ impl<A: Aggregate> Root<A> {
             discarded: false,
             state: A::default(),
             pending: Vec::new(),
-        };
-        root.record(event.into(), now);
-        root
+        }
     }
 
     /// Runs a command: `decide` looks at the state and returns the events that happen (or the
@@ -248,6 +257,7 @@ impl<A: Aggregate> Root<A> {
             originator_id: self.id,
             version: self.version + 1,
             timestamp,
+            metadata: Metadata::default(),
             event,
         };
         self.apply_envelope(&envelope);
@@ -373,6 +383,14 @@ impl<A: Aggregate> Root<A> {
     /// Events recorded by commands and not yet saved, oldest first.
     pub fn pending(&self) -> &[Envelope<A::Event>] {
         &self.pending
+    }
+
+    /// Gives the pending events after the first `skip` the metadata of the command that
+    /// recorded them.
+    pub(crate) fn stamp_pending(&mut self, skip: usize, metadata: &Metadata) {
+        for envelope in self.pending.iter_mut().skip(skip) {
+            envelope.metadata.clone_from(metadata);
+        }
     }
 
     /// Marks the pending events as saved and returns them (for publishing).

@@ -114,6 +114,19 @@ pub enum AppendError {
         /// The first conflicting position of the batch.
         position: Position,
     },
+    /// A follower's tracking record is no longer at the position its page was read from:
+    /// another runner of the follower applied it first. Nothing was written.
+    #[error(
+        "follower {follower:?} is at {found}, not {expected}: another runner applied this page"
+    )]
+    TrackingMoved {
+        /// The follower.
+        follower: String,
+        /// The position the page was read from.
+        expected: u64,
+        /// The position recorded.
+        found: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -195,6 +208,15 @@ pub enum EncodeError {
     /// Compression failed.
     #[error("compression failed: {0}")]
     Compress(String),
+    /// The event's metadata breaks a limit.
+    #[error("cannot store the metadata of event {topic:?}: {source}")]
+    Metadata {
+        /// The event's topic.
+        topic: String,
+        /// The limit broken.
+        #[source]
+        source: crate::metadata::InvalidMetadata,
+    },
     /// The serialized event is larger than any reader accepts, so nothing is written: what a
     /// store accepts, it must be able to read back.
     #[error("event {topic:?} serializes to {len} bytes, more than the {max}-byte limit")]
@@ -340,6 +362,10 @@ impl From<AppendError> for SaveError {
                 reason: "timestamp conflict reported for an aggregate append".into(),
             }),
             AppendError::Store(e) => SaveError::Store(e),
+            // Repositories never move tracking records; kept as the store's error if one did.
+            moved @ AppendError::TrackingMoved { .. } => SaveError::Store(StoreError::Backend {
+                source: moved.to_string().into(),
+            }),
         }
     }
 }
@@ -348,6 +374,13 @@ impl From<AppendError> for SaveError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandError<E> {
+    /// The command requires an existing aggregate
+    /// ([`require_existing`](crate::Command::require_existing)) and it has no events.
+    #[error("aggregate {id} not found")]
+    NotFound {
+        /// The aggregate id.
+        id: Uuid,
+    },
     /// The aggregate is discarded and rejects commands.
     #[error("aggregate {id} is discarded and rejects commands")]
     Discarded {
@@ -360,7 +393,25 @@ pub enum CommandError<E> {
     /// The aggregate could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// The new events could not be saved (after the last retry, for conflicts).
+    /// The new events could not be saved (after the last retry, for retryable failures).
     #[error(transparent)]
     Save(#[from] SaveError),
+}
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The application was built without snapshots.
+    #[error("this application takes no snapshots (none were configured)")]
+    NotConfigured,
+    /// The aggregate could not be loaded.
+    #[error("cannot snapshot: {0}")]
+    Load(#[source] LoadError),
+    /// The snapshot could not be encoded.
+    #[error("cannot encode snapshot: {0}")]
+    Encode(#[source] EncodeError),
+    /// The store failed.
+    #[error("cannot store snapshot: {0}")]
+    Store(#[source] StoreError),
 }

@@ -13,7 +13,10 @@
 //!   concurrency and a global notification log; [`MemoryStore`] is the reference backend;
 //! - [`Mapper`], [`Compressor`], [`PayloadCipher`]: the seams to `eventsmith-mapper` and
 //!   `eventsmith-cipher`;
-//! - [`EventStore`], [`Repository`], [`Application`]: load, decide, save, retry;
+//! - [`Application`]: the one write path: a command loads (from a snapshot when there is
+//!   one), decides, saves with its [`IdempotencyKey`] and [`Metadata`] through the
+//!   [`Repository`], retries with backoff ([`RetryPolicy`]), then tells the [`Snapshots`]
+//!   policy and [`AfterCommit`] hooks; [`EventStore`] is the mapper over an item store;
 //! - [`scenario`]: given/when/then tests for aggregates.
 //!
 //! # Example
@@ -51,11 +54,12 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let mapper = doc_mapper::JsonMapper;
 //! // A real application takes its mapper from `eventsmith-mapper`.
-//! let app = Application::<Account, _>::new(MemoryStore::new(), mapper);
+//! let app = Application::<Account, _>::builder(MemoryStore::new(), mapper).build();
 //! let id = uuid::Uuid::new_v4();
-//! app.create(id, Opened { owner: "ada".into() }).await?;
+//! // The first command creates the account: it starts from `Account::default()`.
+//! app.command(id, |_| Ok::<_, String>([Opened { owner: "ada".into() }])).await?;
 //! app.command(id, |_| Ok::<_, String>([Deposited { amount: 10 }])).await?;
-//! let account = app.repository().get(id).await?;
+//! let account = app.get(id).await?;
 //! assert_eq!((account.version(), account.state().balance), (2, 10));
 //! # Ok(()) }
 //! # mod doc_mapper {
@@ -72,7 +76,7 @@
 //! #         _ => super::AccountEvent::Deposited(serde_json::from_slice(&i.payload).unwrap()),
 //! #       };
 //! #       Ok(Envelope { originator_id: i.sequence_id, version: i.position,
-//! #         timestamp: time::OffsetDateTime::now_utc(), event })
+//! #         timestamp: time::OffsetDateTime::now_utc(), metadata: Default::default(), event })
 //! #     }
 //! #   }
 //! # }
@@ -83,10 +87,14 @@
 //! The minimum supported Rust version is 1.88; it is raised only in a minor release.
 
 mod aggregate;
+mod application;
 mod error;
+mod follow;
+mod idempotency;
 mod item;
 mod mapper;
 mod memory;
+mod metadata;
 mod repository;
 pub mod scenario;
 mod store;
@@ -94,21 +102,40 @@ mod store;
 pub use aggregate::{
     Aggregate, DomainEvent, Envelope, Event, EventTypeVisitor, EventTypes, Root, RootParts,
 };
+pub use application::{
+    AfterCommit, Application, ApplicationBuilder, BoxFuture, Command, Committed, RetryPolicy,
+    Snapshots,
+};
 pub use error::{
     AppendError, BoxError, CipherError, CommandError, DecodeError, DecodeErrorKind, EncodeError,
-    LoadError, ReplayError, SaveError, StoreError,
+    LoadError, ReplayError, SaveError, SnapshotError, StoreError,
 };
+pub use follow::{
+    FollowError, Follower, FollowerStatus, MemoryProjection, Policy, Process, Runner, RunnerHandle,
+    RunnerWaker, Unit, catch_up,
+};
+pub use idempotency::{IdempotencyKey, InvalidKey, KeyedAppend, MAX_KEY_LEN, PriorAppend};
 pub use item::{
     IntegerSequencedItem, Notification, Position, Select, SequencedItem, Timestamp,
     TimestampSequencedItem, Version,
 };
 pub use mapper::{Compressor, Mapper, PayloadCipher};
 pub use memory::MemoryStore;
-pub use repository::{Application, DEFAULT_COMMAND_ATTEMPTS, EventStore, Repository};
-pub use store::{
-    Capabilities, Inventory, ItemKind, ItemStore, MAX_VERSION, SnapshotStore, Support,
-    check_append, check_batch_unique, check_version,
+pub use metadata::{
+    InvalidMetadata, MAX_ID_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN, Metadata,
 };
+pub use repository::{EventStore, Repository, Saved};
+pub use store::{
+    Capabilities, Delivery, Inventory, ItemKind, ItemStore, MAX_VERSION, SnapshotStore, Support,
+    Tracking,
+};
+
+/// For implementors of a backend: the checks every store applies before it writes, so that
+/// every backend reports the same errors for the same batch. Applications never need these.
+pub mod backend {
+    pub use crate::idempotency::keyed_batch;
+    pub use crate::store::{check_append, check_batch_unique, check_version};
+}
 
 #[doc(hidden)]
 pub mod __private {

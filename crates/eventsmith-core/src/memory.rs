@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::error::{AppendError, StoreError};
+use crate::idempotency::{IdempotencyKey, KeyedAppend, PriorAppend, keyed_batch};
 use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
 use crate::store::{
-    Capabilities, Inventory, ItemKind, ItemStore, SnapshotStore, Support, check_append,
-    check_batch_unique,
+    Capabilities, Delivery, Inventory, ItemKind, ItemStore, SnapshotStore, Support, Tracking,
+    check_append, check_batch_unique,
 };
 
 /// A thread-safe store held in memory; clones share the same data.
@@ -32,6 +33,38 @@ struct Inner {
     sequences: HashMap<Uuid, BTreeMap<Version, usize>>,
     timestamped: HashMap<Uuid, BTreeMap<Timestamp, TimestampSequencedItem>>,
     snapshots: HashMap<Uuid, BTreeMap<Version, IntegerSequencedItem>>,
+    /// Idempotency keys per sequence.
+    keys: HashMap<(Uuid, IdempotencyKey), PriorAppend>,
+    /// Followers' tracking records.
+    tracking: HashMap<String, u64>,
+}
+
+impl Inner {
+    /// Appends a checked batch, or reports the first conflict and writes nothing.
+    fn append(&mut self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
+        for item in &items {
+            if self
+                .sequences
+                .get(&item.sequence_id)
+                .is_some_and(|s| s.contains_key(&item.position))
+            {
+                return Err(AppendError::Conflict {
+                    sequence_id: item.sequence_id,
+                    position: item.position.into(),
+                });
+            }
+        }
+        let first = self.log.len() as u64 + 1;
+        for item in items {
+            let index = self.log.len();
+            self.sequences
+                .entry(item.sequence_id)
+                .or_default()
+                .insert(item.position, index);
+            self.log.push(item);
+        }
+        Ok(first..self.log.len() as u64 + 1)
+    }
 }
 
 impl MemoryStore {
@@ -99,30 +132,62 @@ impl ItemStore for MemoryStore {
 
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
         check_append(&items)?;
+        self.lock().append(items)
+    }
+
+    async fn append_with_key(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedAppend, AppendError> {
+        let Some(prior) = keyed_batch(&items)? else {
+            return Ok(KeyedAppend::Appended(0..0));
+        };
+        check_append(&items)?;
         let mut inner = self.lock();
-        for item in &items {
-            if inner
-                .sequences
-                .get(&item.sequence_id)
-                .is_some_and(|s| s.contains_key(&item.position))
-            {
-                return Err(AppendError::Conflict {
-                    sequence_id: item.sequence_id,
-                    position: item.position.into(),
-                });
-            }
+        let slot = (prior.sequence_id, key.clone());
+        if let Some(found) = inner.keys.get(&slot) {
+            return Ok(KeyedAppend::AlreadyApplied(found.clone()));
         }
-        let first = inner.log.len() as u64 + 1;
-        for item in items {
-            let index = inner.log.len();
-            inner
-                .sequences
-                .entry(item.sequence_id)
-                .or_default()
-                .insert(item.position, index);
-            inner.log.push(item);
+        let ids = inner.append(items)?;
+        inner.keys.insert(slot, prior);
+        Ok(KeyedAppend::Appended(ids))
+    }
+
+    fn delivery(&self) -> Option<Delivery> {
+        Some(Delivery::Transactional)
+    }
+
+    async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().tracking.get(follower).copied().unwrap_or(0))
+    }
+
+    async fn append_tracked(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        tracking: Tracking,
+    ) -> Result<Range<u64>, AppendError> {
+        check_append(&items)?;
+        let mut inner = self.lock();
+        let found = inner.tracking.get(&tracking.follower).copied().unwrap_or(0);
+        if found != tracking.from {
+            return Err(AppendError::TrackingMoved {
+                follower: tracking.follower,
+                expected: tracking.from,
+                found,
+            });
         }
-        Ok(first..inner.log.len() as u64 + 1)
+        let ids = inner.append(items)?;
+        inner.tracking.insert(tracking.follower, tracking.to);
+        Ok(ids)
+    }
+
+    async fn find_key(
+        &self,
+        sequence_id: Uuid,
+        key: &IdempotencyKey,
+    ) -> Result<Option<PriorAppend>, StoreError> {
+        Ok(self.lock().keys.get(&(sequence_id, key.clone())).cloned())
     }
 
     async fn select(

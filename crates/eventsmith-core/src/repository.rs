@@ -1,5 +1,5 @@
-//! The event store (mapper + item store), the repository of aggregates, and the application
-//! object with its retrying command helper.
+//! The event store (mapper + item store) and the repository of aggregates: the one place
+//! that saves an aggregate's pending events.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -7,7 +7,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainEvent, Envelope, Root};
-use crate::error::{CommandError, LoadError, SaveError};
+use crate::error::{LoadError, SaveError};
+use crate::idempotency::{IdempotencyKey, KeyedAppend, PriorAppend};
 use crate::item::{Select, Version};
 use crate::mapper::Mapper;
 use crate::store::ItemStore;
@@ -64,6 +65,21 @@ impl<E: DomainEvent, S: ItemStore> EventStore<E, S> {
             .map(|e| self.mapper.encode(e))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(self.store.append(items).await?)
+    }
+
+    /// Like [`append`](Self::append), with the idempotency key stored in the same atomic
+    /// write: when the key was used before for the aggregate, nothing is written and the
+    /// earlier append is returned.
+    pub async fn append_with_key(
+        &self,
+        events: &[Envelope<E>],
+        key: &IdempotencyKey,
+    ) -> Result<KeyedAppend, SaveError> {
+        let items = events
+            .iter()
+            .map(|e| self.mapper.encode(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.append_with_key(items, key).await?)
     }
 
     /// Loads and decodes the events of one aggregate within the query's bounds.
@@ -133,6 +149,25 @@ impl<A: Aggregate, S: ItemStore> Repository<A, S> {
         start: Option<Root<A>>,
         until: Option<Version>,
     ) -> Result<Root<A>, LoadError> {
+        let root = self
+            .replay_from(id, start, until)
+            .await?
+            .ok_or(LoadError::NotFound { id })?;
+        if root.is_discarded() {
+            return Err(LoadError::Discarded { id });
+        }
+        Ok(root)
+    }
+
+    /// Replays the events after `start` (all of them without a start) up to `until` on top of
+    /// it. `None` when there is neither a start nor an event; a discarded aggregate is
+    /// returned as such.
+    pub async fn replay_from(
+        &self,
+        id: Uuid,
+        start: Option<Root<A>>,
+        until: Option<Version>,
+    ) -> Result<Option<Root<A>>, LoadError> {
         let mut query = Select::all();
         if let Some(start) = &start {
             query = query.gt(start.version());
@@ -141,11 +176,7 @@ impl<A: Aggregate, S: ItemStore> Repository<A, S> {
             query = query.lte(until);
         }
         let events = self.events.load(id, &query).await?;
-        let root = Root::replay(start, events)?.ok_or(LoadError::NotFound { id })?;
-        if root.is_discarded() {
-            return Err(LoadError::Discarded { id });
-        }
-        Ok(root)
+        Ok(Root::replay(start, events)?)
     }
 
     async fn load(&self, id: Uuid, query: Select<Version>) -> Result<Root<A>, LoadError> {
@@ -163,90 +194,44 @@ impl<A: Aggregate, S: ItemStore> Repository<A, S> {
     /// Appends every pending event of the aggregate in one atomic batch. On success the
     /// events are no longer pending and are returned (for publishing); on failure nothing was
     /// written and they stay pending.
+    ///
+    /// If the future is dropped, the append may still be committed (see the backend's
+    /// cancellation notes); the events then stay pending here, and saving them again is a
+    /// conflict.
     pub async fn save(&self, root: &mut Root<A>) -> Result<Vec<Envelope<A::Event>>, SaveError> {
-        if root.pending().is_empty() {
-            return Ok(Vec::new());
+        if !root.pending().is_empty() {
+            self.events.append(root.pending()).await?;
         }
-        self.events.append(root.pending()).await?;
         Ok(root.commit_pending())
     }
-}
 
-/// How many times [`Application::command`] runs a load-decide-save cycle before it gives up
-/// on conflicts.
-pub const DEFAULT_COMMAND_ATTEMPTS: usize = 5;
-
-/// An application: a repository plus the command cycle that keeps aggregates consistent
-/// under concurrent writers.
-pub struct Application<A: Aggregate, S> {
-    repository: Repository<A, S>,
-    attempts: usize,
-}
-
-impl<A: Aggregate, S: Clone> Clone for Application<A, S> {
-    fn clone(&self) -> Self {
-        Application {
-            repository: self.repository.clone(),
-            attempts: self.attempts,
+    /// Like [`save`](Self::save), with `key` stored atomically with the events. When the key
+    /// was used before for this aggregate, nothing is written, the events stay pending, and
+    /// what the first save under the key wrote is returned.
+    ///
+    /// If the future is dropped, the append may still be committed with its key; a later
+    /// save under the same key then reports it as already applied.
+    pub async fn save_with_key(
+        &self,
+        root: &mut Root<A>,
+        key: &IdempotencyKey,
+    ) -> Result<Saved<A::Event>, SaveError> {
+        if !root.pending().is_empty()
+            && let KeyedAppend::AlreadyApplied(prior) =
+                self.events.append_with_key(root.pending(), key).await?
+        {
+            return Ok(Saved::AlreadyApplied(prior));
         }
+        Ok(Saved::Committed(root.commit_pending()))
     }
 }
 
-impl<A: Aggregate, S: std::fmt::Debug> std::fmt::Debug for Application<A, S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("repository", &self.repository)
-            .field("attempts", &self.attempts)
-            .finish()
-    }
-}
-
-impl<A: Aggregate, S: ItemStore> Application<A, S> {
-    /// An application over an item store and a mapper.
-    pub fn new(store: S, mapper: impl Mapper<A::Event>) -> Self {
-        Application {
-            repository: Repository::new(EventStore::new(store, mapper)),
-            attempts: DEFAULT_COMMAND_ATTEMPTS,
-        }
-    }
-
-    /// Sets how many load-decide-save cycles a command may run (at least one).
-    pub fn with_command_attempts(mut self, attempts: usize) -> Self {
-        self.attempts = attempts.max(1);
-        self
-    }
-
-    /// The repository.
-    pub fn repository(&self) -> &Repository<A, S> {
-        &self.repository
-    }
-
-    /// Creates and saves a new aggregate from its first event.
-    pub async fn create(&self, id: Uuid, event: impl Into<A::Event>) -> Result<Root<A>, SaveError> {
-        let mut root = Root::create(id, event);
-        self.repository.save(&mut root).await?;
-        Ok(root)
-    }
-
-    /// Loads the aggregate, runs `decide` on its state and saves the events it returns.
-    /// When another writer saved first, the cycle runs again on the fresh state, up to the
-    /// configured number of attempts; then the last conflict is returned.
-    pub async fn command<I, E, F>(&self, id: Uuid, decide: F) -> Result<Root<A>, CommandError<E>>
-    where
-        F: Fn(&A) -> Result<I, E> + Send + Sync,
-        I: IntoIterator,
-        I::Item: Into<A::Event>,
-        E: Send,
-    {
-        let mut attempt = 1;
-        loop {
-            let mut root = self.repository.get(id).await?;
-            root.execute(&decide)?;
-            match self.repository.save(&mut root).await {
-                Ok(_) => return Ok(root),
-                Err(SaveError::Conflict { .. }) if attempt < self.attempts => attempt += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+/// What [`Repository::save_with_key`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Saved<E> {
+    /// The pending events were committed (with the key); these are they.
+    Committed(Vec<Envelope<E>>),
+    /// The key was used before: nothing was written. This is what the first save wrote.
+    AlreadyApplied(PriorAppend),
 }

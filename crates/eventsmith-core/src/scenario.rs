@@ -43,6 +43,7 @@ pub fn given<A: Aggregate>(events: impl IntoIterator<Item = impl Into<A::Event>>
         originator_id: id,
         version: i as u64 + 1,
         timestamp: now,
+        metadata: Default::default(),
         event: e.into(),
     });
     let root = Root::replay(None, history).expect("given events are numbered 1, 2, ... in order");

@@ -6,6 +6,7 @@ use std::ops::Range;
 use uuid::Uuid;
 
 use crate::error::{AppendError, StoreError};
+use crate::idempotency::{IdempotencyKey, KeyedAppend, PriorAppend};
 use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
@@ -59,6 +60,31 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         items: Vec<IntegerSequencedItem>,
     ) -> impl Future<Output = Result<Range<u64>, AppendError>> + Send;
 
+    /// Appends a batch of one sequence atomically together with an idempotency key, unless the
+    /// key was stored for that sequence before.
+    ///
+    /// When `key` is already stored for the batch's sequence, nothing is written and the
+    /// result is [`KeyedAppend::AlreadyApplied`] with what the first append under the key
+    /// wrote, whether or not this batch would conflict. Otherwise this is [`append`](Self::append)
+    /// and, when it succeeds, the key is stored in the same atomic write, so no reader or
+    /// crash ever sees the items without the key or the key without the items. A failed
+    /// append stores no key. Keys are scoped to a sequence: the same key on two aggregates is
+    /// two keys. A batch of several sequences is a [`StoreError::InvalidItem`]; an empty batch
+    /// is a no-op that stores nothing. Backends check batches with
+    /// [`keyed_batch`](crate::backend::keyed_batch).
+    fn append_with_key(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<KeyedAppend, AppendError>> + Send;
+
+    /// What the append stored under `key` for `sequence_id` wrote, if there was one.
+    fn find_key(
+        &self,
+        sequence_id: Uuid,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<PriorAppend>, StoreError>> + Send;
+
     /// Selects items of one sequence within the query's bounds, in the query's order.
     fn select(
         &self,
@@ -101,6 +127,73 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         sequence_id: Uuid,
         query: &Select<Timestamp>,
     ) -> impl Future<Output = Result<Vec<TimestampSequencedItem>, StoreError>> + Send;
+
+    /// How this store delivers its notification log to followers
+    /// ([`Follower`](crate::Follower)); `None` when it keeps no tracking records (then
+    /// [`tracking_position`](Self::tracking_position) and
+    /// [`append_tracked`](Self::append_tracked) fail with [`StoreError::Unsupported`]).
+    fn delivery(&self) -> Option<Delivery> {
+        None
+    }
+
+    /// The position follower `follower` recorded: the id of the last notification it
+    /// applied, 0 before its first page.
+    fn tracking_position(
+        &self,
+        follower: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = follower;
+        async { Err(no_tracking()) }
+    }
+
+    /// Appends `items` (possibly none, of any sequences) and moves a follower's tracking
+    /// record from `tracking.from` to `tracking.to`, as one atomic write: after a crash
+    /// either both happened or neither did. When the recorded position is not
+    /// `tracking.from` (another runner of the follower got there first), nothing is written
+    /// and the error is [`AppendError::TrackingMoved`]; a conflicting item is
+    /// [`AppendError::Conflict`], also writing nothing. This is how a follower's output and
+    /// position commit together, and why two runners of one follower never both apply a page.
+    ///
+    /// Cancellation is as for [`append`](Self::append): a dropped future may still commit.
+    fn append_tracked(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        tracking: Tracking,
+    ) -> impl Future<Output = Result<Range<u64>, AppendError>> + Send {
+        let _ = (items, tracking);
+        async { Err(no_tracking().into()) }
+    }
+}
+
+/// How a backend delivers its notification log to followers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// A follower's output and its position are written in one atomic write
+    /// ([`ItemStore::append_tracked`]): each page is applied exactly once, across crashes.
+    Transactional,
+    /// At least once: after a crash a page may be delivered again, so effects must be keyed
+    /// by (sequence id, version) or by a deterministic commit id.
+    Idempotent,
+}
+
+/// A move of a follower's tracking record, written atomically with a follower's output by
+/// [`ItemStore::append_tracked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracking {
+    /// The follower's name (unique per store).
+    pub follower: String,
+    /// The position the follower read from: the write fails unless this is still recorded.
+    pub from: u64,
+    /// The id of the last notification of the page applied.
+    pub to: u64,
+}
+
+fn no_tracking() -> StoreError {
+    StoreError::Unsupported {
+        capability: "tracking records",
+        reason: "this backend keeps no tracking records for followers",
+    }
 }
 
 /// Storage of snapshots: items whose sequence id is an aggregate id and whose position is the

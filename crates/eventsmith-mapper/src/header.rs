@@ -8,13 +8,19 @@
 //! bytes 7-14  event timestamp, i64 little-endian nanoseconds since the Unix epoch
 //! if encrypted:
 //!   byte 15   key id length n (1-255), then n bytes of UTF-8 key id
+//! if metadata (flag bit 2):
+//!   u32 little-endian length m (1-65536), then m bytes: the metadata, postcard-encoded
+//!   (correlation id, causation id, user map in key order)
 //! then the body: codec bytes, compressed if flagged, then encrypted if flagged
 //! ```
+//!
+//! The whole header is part of an encrypted payload's associated data, so metadata is
+//! authenticated with the body: an edit to it fails decryption.
 //!
 //! A reader rejects any other format version, unknown flag bits and unknown codec ids with a
 //! typed error, so a future format change fails clearly instead of decoding garbage.
 
-use eventsmith_core::DecodeErrorKind;
+use eventsmith_core::{DecodeErrorKind, Metadata};
 
 use crate::codec::CodecId;
 
@@ -23,7 +29,10 @@ pub const FORMAT_VERSION: u8 = 1;
 
 const FLAG_COMPRESSED: u8 = 0b01;
 const FLAG_ENCRYPTED: u8 = 0b10;
+const FLAG_METADATA: u8 = 0b100;
 const FIXED_LEN: usize = 15;
+/// The most bytes encoded metadata may take (well above what [`Metadata::check`] allows).
+pub const MAX_METADATA_LEN: usize = 64 * 1024;
 
 /// The decoded header of a stored payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +47,8 @@ pub struct PayloadHeader {
     pub schema_version: u32,
     /// The event's timestamp, nanoseconds since the Unix epoch.
     pub timestamp_nanos: i64,
+    /// The event's metadata (empty for snapshots and for events written without it).
+    pub metadata: Metadata,
 }
 
 impl PayloadHeader {
@@ -60,7 +71,7 @@ impl PayloadHeader {
         let codec =
             CodecId::from_byte(payload[1]).ok_or(DecodeErrorKind::UnknownCodec(payload[1]))?;
         let flags = payload[2];
-        if flags & !(FLAG_COMPRESSED | FLAG_ENCRYPTED) != 0 {
+        if flags & !(FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_METADATA) != 0 {
             return Err(DecodeErrorKind::Header(format!(
                 "unknown flag bits {flags:#04x}"
             )));
@@ -86,12 +97,32 @@ impl PayloadHeader {
         } else {
             None
         };
+        let metadata = if flags & FLAG_METADATA != 0 {
+            if rest.len() < 4 {
+                return Err(DecodeErrorKind::Header("missing metadata length".into()));
+            }
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            let after = &rest[4..];
+            if len == 0 || len > MAX_METADATA_LEN || after.len() < len {
+                return Err(DecodeErrorKind::Header(format!(
+                    "metadata of {len} bytes does not fit the {} bytes left (at most {MAX_METADATA_LEN})",
+                    after.len()
+                )));
+            }
+            let metadata: Metadata = postcard::from_bytes(&after[..len])
+                .map_err(|e| DecodeErrorKind::Header(format!("metadata: {e}")))?;
+            rest = &after[len..];
+            metadata
+        } else {
+            Metadata::default()
+        };
         let header = PayloadHeader {
             codec,
             compressed: flags & FLAG_COMPRESSED != 0,
             key_id,
             schema_version,
             timestamp_nanos,
+            metadata,
         };
         Ok((header, rest))
     }
@@ -105,6 +136,9 @@ impl PayloadHeader {
         if self.key_id.is_some() {
             flags |= FLAG_ENCRYPTED;
         }
+        if !self.metadata.is_empty() {
+            flags |= FLAG_METADATA;
+        }
         out.extend_from_slice(&[FORMAT_VERSION, self.codec.to_byte(), flags]);
         out.extend_from_slice(&self.schema_version.to_le_bytes());
         out.extend_from_slice(&self.timestamp_nanos.to_le_bytes());
@@ -115,6 +149,18 @@ impl PayloadHeader {
                 .ok_or_else(|| format!("key id must be 1 to 255 bytes, not {}", key_id.len()))?;
             out.push(len);
             out.extend_from_slice(key_id.as_bytes());
+        }
+        if !self.metadata.is_empty() {
+            let bytes =
+                postcard::to_allocvec(&self.metadata).map_err(|e| format!("metadata: {e}"))?;
+            if bytes.len() > MAX_METADATA_LEN {
+                return Err(format!(
+                    "metadata of {} bytes is over the {MAX_METADATA_LEN}-byte limit",
+                    bytes.len()
+                ));
+            }
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
         }
         Ok(())
     }
@@ -131,6 +177,29 @@ mod tests {
             key_id: key_id.map(str::to_owned),
             schema_version: 7,
             timestamp_nanos: -42,
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_every_truncation_is_typed() {
+        let mut h = header(Some("key"));
+        h.metadata = Metadata::default()
+            .with_correlation_id("c-1")
+            .with_causation_id("cmd-9")
+            .with_user("actor", "ada");
+        let mut out = Vec::new();
+        h.write(&mut out).unwrap();
+        out.extend_from_slice(b"body");
+        let (parsed, body) = PayloadHeader::parse(&out).unwrap();
+        assert_eq!(parsed, h);
+        assert_eq!(body, b"body");
+        let body_at = out.len() - 4;
+        for len in 0..body_at {
+            assert!(
+                PayloadHeader::parse(&out[..len]).is_err(),
+                "truncated to {len}"
+            );
         }
     }
 

@@ -24,6 +24,7 @@
 //!     originator_id: uuid::Uuid::new_v4(),
 //!     version: 1,
 //!     timestamp: time::OffsetDateTime::now_utc(),
+//!     metadata: eventsmith_core::Metadata::default().with_correlation_id("req-1"),
 //!     event: UserEvent::from(Renamed { name: "ada".into() }),
 //! };
 //! let item = mapper.encode(&envelope)?;
@@ -58,7 +59,7 @@ use eventsmith_core::{
 #[cfg(feature = "bincode")]
 pub use codec::Bincode;
 pub use codec::{Codec, CodecId, Json, Postcard};
-pub use header::{FORMAT_VERSION, PayloadHeader};
+pub use header::{FORMAT_VERSION, MAX_METADATA_LEN, PayloadHeader};
 pub use payload::Payloads;
 pub use registry::{Registry, RegistryError};
 
@@ -255,6 +256,7 @@ impl<E: DomainEvent> EventMapper<E> {
             topic,
             envelope.event.schema_version(),
             timestamp_nanos,
+            &envelope.metadata,
             &envelope.event,
         )
     }
@@ -273,6 +275,7 @@ impl<E: DomainEvent> EventMapper<E> {
             originator_id: item.sequence_id,
             version: item.position,
             timestamp,
+            metadata: header.metadata,
             event,
         })
     }

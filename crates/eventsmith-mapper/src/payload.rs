@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use eventsmith_core::{
-    Compressor, DecodeErrorKind, EncodeError, IntegerSequencedItem, PayloadCipher, SequencedItem,
+    Compressor, DecodeErrorKind, EncodeError, IntegerSequencedItem, Metadata, PayloadCipher,
+    SequencedItem,
 };
 
 use crate::Encrypt;
@@ -102,7 +103,9 @@ impl Payloads {
         self.codec
     }
 
-    /// Serializes `value` and seals it as the item at (`sequence_id`, `position`, `topic`).
+    /// Serializes `value` and seals it as the item at (`sequence_id`, `position`, `topic`),
+    /// with `metadata` in the header (authenticated with the body when it is encrypted).
+    #[allow(clippy::too_many_arguments)] // one call per kind of item: events and snapshots
     pub fn seal<T: Serialize + ?Sized>(
         &self,
         sequence_id: Uuid,
@@ -110,8 +113,13 @@ impl Payloads {
         topic: &str,
         schema_version: u32,
         timestamp_nanos: i64,
+        metadata: &Metadata,
         value: &T,
     ) -> Result<IntegerSequencedItem, EncodeError> {
+        metadata.check().map_err(|source| EncodeError::Metadata {
+            topic: topic.to_owned(),
+            source,
+        })?;
         let serialize_error = |source| EncodeError::Serialize {
             topic: topic.to_owned(),
             source,
@@ -147,6 +155,7 @@ impl Payloads {
             key_id,
             schema_version,
             timestamp_nanos,
+            metadata: metadata.clone(),
         };
         let mut payload = Vec::with_capacity(32 + body.len());
         header

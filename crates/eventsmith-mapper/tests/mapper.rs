@@ -63,6 +63,7 @@ fn envelope<E>(event: E) -> Envelope<E> {
         originator_id: Uuid::new_v4(),
         version: 1,
         timestamp: OffsetDateTime::now_utc(),
+        metadata: Default::default(),
         event,
     }
 }

@@ -1,14 +1,14 @@
-//! Synchronous, deterministic publish-subscribe for eventsmith, the persistence policy, and
-//! projections that follow the notification log from a checkpoint.
+//! Synchronous, deterministic publish-subscribe for eventsmith, and the persistence policy.
+//! (Projections and process applications follow the stored log instead: `Follower`,
+//! `Runner` and `Process` in eventsmith-core.)
 //!
 //! - [`EventBus`]: handlers subscribe to every event, to topics, or to a predicate, and are
 //!   called in registration order; [`EventBus::publish`] returns only after every handler
 //!   returned. Handlers are async functions, awaited one after the other.
-//! - [`PublishingRepository`]: saves, then publishes what was committed (never before).
+//! - the bus is an application's after-commit hook: `Application::builder(..).publish_to(bus)`
+//!   publishes what each command committed, after the commit (never before), at most once.
 //! - [`PersistencePolicy`]: the classic design where entities publish and a policy persists:
 //!   a subscriber that appends the events it receives to an event store.
-//! - [`Projection`] and [`project`]: a read model that records how far it has read, updated
-//!   together with its output.
 //!
 //! # When a handler fails
 //!
@@ -16,8 +16,8 @@
 //! stored, and the caller learns which handlers failed from [`PublishError`]. The remaining
 //! handlers are still called, in order: one handler's failure does not starve the others (a
 //! handler that must not run after another failed should check for itself). Handlers that
-//! need every event exactly once should be projections reading the notification log, which
-//! resume from their checkpoint after a failure.
+//! need every event exactly once should be followers of the notification log (eventsmith-core's
+//! `Follower` and `Runner`), which resume from their tracking record after a failure.
 //!
 //! ```
 //! use eventsmith_core::{Envelope, Event};
@@ -37,7 +37,7 @@
 //!     *h.lock().unwrap() += events.len();
 //!     async { Ok(()) }
 //! });
-//! let event = Envelope { originator_id: uuid::Uuid::nil(), version: 1, timestamp: time::OffsetDateTime::UNIX_EPOCH, event: Rang.into() };
+//! let event = Envelope { originator_id: uuid::Uuid::nil(), version: 1, timestamp: time::OffsetDateTime::UNIX_EPOCH, metadata: Default::default(), event: Rang.into() };
 //! bus.publish(&[event]).await.unwrap();
 //! assert_eq!(*heard.lock().unwrap(), 1);
 //! # }
@@ -51,8 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use eventsmith_core::{
-    Aggregate, BoxError, DomainEvent, Envelope, EventStore, ItemStore, Notification, Repository,
-    Root, SaveError, StoreError,
+    AfterCommit, BoxError, BoxFuture, DomainEvent, Envelope, EventStore, ItemStore,
 };
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -142,7 +141,14 @@ impl fmt::Display for PublishError {
     }
 }
 
-impl std::error::Error for PublishError {}
+impl std::error::Error for PublishError {
+    /// The first failure (the others are in [`failures`](Self::failures)).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.failures
+            .first()
+            .map(|(_, e)| &**e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl<E: DomainEvent> EventBus<E> {
     /// A bus without subscribers.
@@ -249,78 +255,17 @@ impl<E: DomainEvent> EventBus<E> {
     }
 }
 
-/// Why a [`PublishingRepository::save`] failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum PublishingSaveError<E> {
-    /// Nothing was saved (and so nothing published).
-    Save(SaveError),
-    /// The events were saved; some subscribers failed.
-    Publish {
-        /// The committed events.
-        committed: Vec<Envelope<E>>,
-        /// Which subscribers failed.
-        error: PublishError,
-    },
-}
-
-impl<E> fmt::Display for PublishingSaveError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PublishingSaveError::Save(e) => e.fmt(f),
-            PublishingSaveError::Publish { committed, error } => {
-                write!(
-                    f,
-                    "{} events were saved, but publishing them failed: {error}",
-                    committed.len()
-                )
-            }
-        }
-    }
-}
-
-impl<E: fmt::Debug> std::error::Error for PublishingSaveError<E> {}
-
-/// A repository that publishes the events it commits.
-pub struct PublishingRepository<A: Aggregate, S> {
-    repository: Repository<A, S>,
-    bus: EventBus<A::Event>,
-}
-
-impl<A: Aggregate, S: fmt::Debug> fmt::Debug for PublishingRepository<A, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublishingRepository")
-            .field("repository", &self.repository)
-            .finish()
-    }
-}
-
-impl<A: Aggregate, S: ItemStore> PublishingRepository<A, S> {
-    /// Publishes what `repository` commits on `bus`.
-    pub fn new(repository: Repository<A, S>, bus: EventBus<A::Event>) -> Self {
-        PublishingRepository { repository, bus }
-    }
-
-    /// The repository underneath.
-    pub fn repository(&self) -> &Repository<A, S> {
-        &self.repository
-    }
-
-    /// Saves the pending events, then publishes them. Publishing happens only after the commit;
-    /// a subscriber's failure is reported, but the events stay saved.
-    pub async fn save(
-        &self,
-        root: &mut Root<A>,
-    ) -> Result<Vec<Envelope<A::Event>>, PublishingSaveError<A::Event>> {
-        let committed = self
-            .repository
-            .save(root)
-            .await
-            .map_err(PublishingSaveError::Save)?;
-        match self.bus.publish(&committed).await {
-            Ok(()) => Ok(committed),
-            Err(error) => Err(PublishingSaveError::Publish { committed, error }),
-        }
+/// The bus as an application's after-commit hook
+/// ([`ApplicationBuilder::publish_to`](eventsmith_core::ApplicationBuilder::publish_to)):
+/// every committed command is published, after its commit. At most once: a crash between
+/// the commit and the publish loses it, and a subscriber's failure is logged by the
+/// application, not returned to the command.
+impl<E: DomainEvent> AfterCommit<E> for EventBus<E> {
+    fn after_commit<'a>(
+        &'a self,
+        events: &'a [Envelope<E>],
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { self.publish(events).await.map_err(BoxError::from) })
     }
 }
 
@@ -352,109 +297,5 @@ impl PersistencePolicy {
         } else {
             bus.subscribe_topics(topics, handler)
         }
-    }
-}
-
-/// A read model built from the notification log, which records how far it has read together
-/// with its output, so that a crash and re-run neither skips nor applies an event twice.
-pub trait Projection {
-    /// The notification id of the last event applied (0 before the first).
-    fn position(&self) -> u64;
-    /// Applies a page of notifications and records the last one's id as the position, as one
-    /// all-or-nothing step.
-    fn apply(&mut self, page: &[Notification]) -> Result<(), BoxError>;
-}
-
-/// Why [`project`] stopped.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ProjectionError {
-    /// Reading the notification log failed.
-    Store(StoreError),
-    /// The projection failed to apply a page; its position is where it was before the page.
-    Apply(BoxError),
-}
-
-impl fmt::Display for ProjectionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProjectionError::Store(e) => write!(f, "cannot read the notification log: {e}"),
-            ProjectionError::Apply(e) => write!(f, "the projection failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProjectionError {}
-
-/// Feeds `projection` every notification after its position, in pages of `page_size`, until it
-/// has caught up; returns how many notifications it applied.
-pub async fn project<S: ItemStore, P: Projection>(
-    store: &S,
-    projection: &mut P,
-    topics: &[&str],
-    page_size: usize,
-) -> Result<u64, ProjectionError> {
-    let mut applied = 0;
-    loop {
-        let page = store
-            .select_notifications(projection.position(), page_size.max(1), topics)
-            .await
-            .map_err(ProjectionError::Store)?;
-        if page.is_empty() {
-            return Ok(applied);
-        }
-        projection.apply(&page).map_err(ProjectionError::Apply)?;
-        applied += page.len() as u64;
-    }
-}
-
-/// A projection whose view lives in memory: `apply` changes a copy of the view, which replaces
-/// the view (with the new position) only when the whole page applied.
-pub struct MemoryProjection<V, F> {
-    view: V,
-    position: u64,
-    apply: F,
-}
-
-impl<V: fmt::Debug, F> fmt::Debug for MemoryProjection<V, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryProjection")
-            .field("view", &self.view)
-            .field("position", &self.position)
-            .finish()
-    }
-}
-
-impl<V: Clone, F: FnMut(&mut V, &Notification) -> Result<(), BoxError>> MemoryProjection<V, F> {
-    /// A projection starting from `view` at the start of the log.
-    pub fn new(view: V, apply: F) -> Self {
-        MemoryProjection {
-            view,
-            position: 0,
-            apply,
-        }
-    }
-
-    /// The view.
-    pub fn view(&self) -> &V {
-        &self.view
-    }
-}
-
-impl<V: Clone, F: FnMut(&mut V, &Notification) -> Result<(), BoxError>> Projection
-    for MemoryProjection<V, F>
-{
-    fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn apply(&mut self, page: &[Notification]) -> Result<(), BoxError> {
-        let mut next = self.view.clone();
-        for n in page {
-            (self.apply)(&mut next, n)?;
-        }
-        self.view = next;
-        self.position = page.last().map_or(self.position, |n| n.id);
-        Ok(())
     }
 }

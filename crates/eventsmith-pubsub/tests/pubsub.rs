@@ -1,17 +1,14 @@
-//! The bus (order, filters, unsubscribing, failures), publishing after commit, the persistence
-//! policy, and in-memory projections.
+//! The bus (order, filters, unsubscribing, failures), publishing after commit, and the
+//! persistence policy.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use eventsmith_core::{
-    Aggregate, BoxError, Envelope, Event, EventStore, ItemStore, MemoryStore, Repository, Root,
+    Aggregate, Application, BoxError, Envelope, Event, EventStore, ItemStore, MemoryStore,
+    Repository, Root,
 };
 use eventsmith_mapper::EventMapper;
-use eventsmith_pubsub::{
-    EventBus, MemoryProjection, PersistencePolicy, PublishingRepository, PublishingSaveError,
-    project,
-};
+use eventsmith_pubsub::{EventBus, PersistencePolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -51,6 +48,7 @@ fn events() -> Vec<Envelope<AccountEvent>> {
         originator_id: id,
         version: v,
         timestamp: time::OffsetDateTime::now_utc(),
+        metadata: Default::default(),
         event,
     };
     vec![
@@ -120,10 +118,6 @@ async fn a_failing_handler_is_reported_and_the_others_still_run() {
 #[tokio::test]
 async fn events_are_published_after_the_commit_and_a_failure_leaves_them_committed() {
     let store = MemoryStore::new();
-    let repository = Repository::<Account, _>::new(EventStore::new(
-        store.clone(),
-        EventMapper::builder().build().unwrap(),
-    ));
     let bus = EventBus::new();
     // The handler sees the events already stored.
     let seen_in_store = Arc::new(Mutex::new(Vec::new()));
@@ -140,33 +134,55 @@ async fn events_are_published_after_the_commit_and_a_failure_leaves_them_committ
             }
         });
     }
-    let repo = PublishingRepository::new(repository, bus);
-    let mut root = Root::<Account>::create(Uuid::new_v4(), Deposited { amount: 3 });
-    root.execute(|_| Ok::<_, String>([Withdrawn { amount: 1 }]))
-        .unwrap();
-    match repo.save(&mut root).await {
-        Err(PublishingSaveError::Publish { committed, error }) => {
-            assert_eq!(committed.len(), 2);
-            assert_eq!(error.failures.len(), 1);
-        }
-        other => panic!("{other:?}"),
+    let calls = Arc::new(Mutex::new(0));
+    {
+        let calls = calls.clone();
+        bus.subscribe_topics(&["account.Withdrawn"], move |_| {
+            *calls.lock().unwrap() += 1;
+            async { Ok(()) }
+        });
     }
+    let app =
+        Application::<Account, _>::builder(store.clone(), EventMapper::builder().build().unwrap())
+            .publish_to(bus.clone())
+            .build();
+    let id = Uuid::new_v4();
+    let done = app
+        .command(id, |_| {
+            Ok::<_, String>(vec![
+                AccountEvent::from(Deposited { amount: 3 }),
+                Withdrawn { amount: 1 }.into(),
+            ])
+        })
+        .await
+        .expect("a failing subscriber does not fail the command: the events are committed");
+    assert_eq!(done.events.len(), 2);
     assert_eq!(
         *seen_in_store.lock().unwrap(),
         vec![2],
         "published only after both events were stored"
     );
     assert_eq!(
-        repo.repository()
-            .get(root.id())
-            .await
-            .unwrap()
-            .state()
-            .balance,
+        *calls.lock().unwrap(),
+        1,
+        "the failure did not stop the next subscriber"
+    );
+    assert_eq!(
+        app.get(id).await.unwrap().state().balance,
         2,
         "the commit stands"
     );
-    assert!(root.pending().is_empty());
+    // A rejected command publishes nothing.
+    let rejected = app.command(id, |_| Err::<[Deposited; 0], _>("no")).await;
+    assert!(rejected.is_err());
+    assert_eq!(seen_in_store.lock().unwrap().len(), 1);
+    // Published directly, the failure is returned with its source.
+    let err = bus.publish(&done.events).await.unwrap_err();
+    assert_eq!(err.failures.len(), 1);
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "downstream failed"
+    );
 }
 
 #[tokio::test]
@@ -190,61 +206,3 @@ async fn the_persistence_policy_stores_what_entities_publish() {
     assert!(bus.publish(&stale.commit_pending()).await.is_err());
     assert_eq!(repository.get(root.id()).await.unwrap().version(), 2);
 }
-
-#[tokio::test]
-async fn a_memory_projection_catches_up_and_never_applies_a_failed_page_in_part() {
-    let store = MemoryStore::new();
-    let events = EventStore::new(
-        store.clone(),
-        EventMapper::<AccountEvent>::builder().build().unwrap(),
-    );
-    let repository = Repository::<Account, _>::new(events.clone());
-    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-    for (i, id) in ids.iter().enumerate() {
-        let mut root = Root::<Account>::create(
-            *id,
-            Deposited {
-                amount: i as u64 + 1,
-            },
-        );
-        root.execute(|_| Ok::<_, String>([Withdrawn { amount: 1 }]))
-            .unwrap();
-        repository.save(&mut root).await.unwrap();
-    }
-    let mapper = EventMapper::<AccountEvent>::builder().build().unwrap();
-    let fail_at = Arc::new(Mutex::new(Some(7u64)));
-    let apply = {
-        let fail_at = fail_at.clone();
-        move |view: &mut BTreeMap<Uuid, i64>,
-              n: &eventsmith_core::Notification|
-              -> Result<(), BoxError> {
-            if *fail_at.lock().unwrap() == Some(n.id) {
-                return Err("crash".into());
-            }
-            let e = eventsmith_core::Mapper::decode(&mapper, &n.item)?;
-            let delta = match e.event {
-                AccountEvent::Deposited(d) => d.amount as i64,
-                AccountEvent::Withdrawn(w) => -(w.amount as i64),
-            };
-            *view.entry(e.originator_id).or_default() += delta;
-            Ok(())
-        }
-    };
-    let mut projection = MemoryProjection::new(BTreeMap::new(), apply);
-    assert!(project(&store, &mut projection, &[], 4).await.is_err());
-    assert_eq!(
-        projection.position(),
-        4,
-        "the failed page (5..8) left no trace"
-    );
-    *fail_at.lock().unwrap() = None;
-    assert_eq!(project(&store, &mut projection, &[], 4).await.unwrap(), 6);
-    let expected: BTreeMap<Uuid, i64> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (*id, i as i64))
-        .collect();
-    assert_eq!(projection.view(), &expected);
-}
-
-use eventsmith_pubsub::Projection as _;

@@ -51,7 +51,12 @@ pub struct CqlWrite {
 }
 
 impl CassandraStore {
-    /// How far `projection` has read `sequence_id` (0 before the first event).
+    /// How far `projection` has read `sequence_id` (0 before the first event), read at the
+    /// configured consistency (the session's default execution profile carries it).
+    ///
+    /// # Cancellation
+    ///
+    /// A read: a dropped future leaves nothing behind.
     pub async fn tracking_position(
         &self,
         projection: &str,
@@ -77,6 +82,12 @@ impl CassandraStore {
     /// Feeds `project` the events of `sequence_id` after the projection's position, and writes
     /// the output it returns together with the new position in one logged batch. Returns how
     /// many events were applied. If `project` fails, nothing of this run is written.
+    ///
+    /// # Cancellation
+    ///
+    /// A future dropped while the batch is in flight may still have written it (a logged
+    /// batch is applied whole or not at all): the next run reads the tracking position and
+    /// goes on from whichever state it finds, so no event is applied twice.
     pub async fn project_sequence<E>(
         &self,
         projection: &str,

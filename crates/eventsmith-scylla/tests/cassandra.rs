@@ -139,6 +139,12 @@ const PASS: u8 = 0;
 const CUT_AFTER_REQUEST: u8 = 1;
 /// Cut the connection instead of forwarding the request: the append never happened.
 const CUT_BEFORE_REQUEST: u8 = 2;
+/// Hold the request (the driver times out on it, as on a frozen coordinator), and forward it
+/// just before the next marked request, the store's resend: the first try applies late,
+/// between the store's SERIAL read and its resend.
+const HOLD_UNTIL_RESEND: u8 = 3;
+/// Set by the proxy while it holds a request.
+const RELEASE_BEFORE_NEXT: u8 = 4;
 
 /// A TCP proxy in front of Cassandra that understands just enough of the CQL frame header
 /// (9 bytes: version, flags, stream, opcode, body length) to cut a connection around one request.
@@ -179,6 +185,7 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cuts: 
     let answers =
         tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
     let mut header = [0u8; 9];
+    let mut held: Option<([u8; 9], Vec<u8>)> = None;
     loop {
         if client_read.read_exact(&mut header).await.is_err() {
             break;
@@ -195,7 +202,24 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cuts: 
         } else {
             PASS
         };
-        if action == PASS {
+        if action == HOLD_UNTIL_RESEND {
+            cuts.fetch_add(1, Ordering::SeqCst);
+            held = Some((header, body));
+            mode.store(RELEASE_BEFORE_NEXT, Ordering::SeqCst);
+            continue;
+        }
+        if action == RELEASE_BEFORE_NEXT
+            && let Some((h, b)) = held.take()
+        {
+            if server_write.write_all(&h).await.is_err()
+                || server_write.write_all(&b).await.is_err()
+            {
+                break;
+            }
+            // Give the server time to apply the first try before the resend arrives.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if matches!(action, PASS | RELEASE_BEFORE_NEXT) {
             if server_write.write_all(&header).await.is_err()
                 || server_write.write_all(&body).await.is_err()
             {
@@ -218,6 +242,12 @@ async fn relay(client: TcpStream, server: TcpStream, mode: Arc<AtomicU8>, cuts: 
 }
 
 async fn proxied_store() -> Option<(CassandraStore, Proxy)> {
+    proxied_store_with(|_| ()).await
+}
+
+async fn proxied_store_with(
+    configure: impl FnOnce(&mut CassandraConfig),
+) -> Option<(CassandraStore, Proxy)> {
     let (_, ()) = common::store().await?; // creates the keyspace
     let address = common::address()?;
     let upstream: SocketAddr = tokio::net::lookup_host(&address)
@@ -229,6 +259,7 @@ async fn proxied_store() -> Option<(CassandraStore, Proxy)> {
     let mut config = CassandraConfig::new([proxy.address.to_string()], common::keyspace()).unwrap();
     // The node announces its own address; route the driver's pool through the proxy too.
     config.address_map = HashMap::from([(upstream, proxy.address), (proxy.address, proxy.address)]);
+    configure(&mut config);
     let store = CassandraStore::connect(config).await.unwrap();
     Some((store, proxy))
 }
@@ -283,6 +314,49 @@ async fn an_append_whose_request_is_lost_is_resolved_and_sent_again() {
         .expect("not applied, nothing in the way: sent again and applied");
     assert_eq!(proxy.cuts.load(Ordering::SeqCst), cuts + 1);
     assert_eq!(store.select(id, &Select::all()).await.unwrap(), items);
+}
+
+/// The first try is held (as by a frozen coordinator) past the request timeout; the store's
+/// SERIAL read finds the positions free and it resends; the first try applies just before the
+/// resend, which is then refused because of the append's own rows. That is a success, not a
+/// conflict. Found by the SIGSTOP fault test on the 3-node cluster (RELIABILITY.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_try_that_applies_late_before_the_resend_is_a_success() {
+    let Some((store, proxy)) = proxied_store_with(|c| {
+        c.request_timeout = Some(Duration::from_millis(1000));
+    })
+    .await
+    else {
+        return;
+    };
+    for batch in [1u64, 3] {
+        let id = Uuid::new_v4();
+        let items: Vec<_> = (1..=batch)
+            .map(|v| item(id, v, "late first try, cut here"))
+            .collect();
+        proxy.mode.store(HOLD_UNTIL_RESEND, Ordering::SeqCst);
+        let cuts = proxy.cuts.load(Ordering::SeqCst);
+        store
+            .append(items.clone())
+            .await
+            .expect("the first try applied: a success, whatever the resend was told");
+        assert_eq!(
+            proxy.cuts.load(Ordering::SeqCst),
+            cuts + 1,
+            "the proxy held the first try"
+        );
+        assert_eq!(
+            proxy.mode.load(Ordering::SeqCst),
+            PASS,
+            "the store resent the batch"
+        );
+        assert_eq!(
+            store.select(id, &Select::all()).await.unwrap(),
+            items,
+            "written exactly once"
+        );
+    }
+    assert!(store.outcome_stats().resolved_applied >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,16 +1,18 @@
 //! Snapshots for eventsmith: an aggregate's state at a version, so that loading it replays
 //! only the events after that version.
 //!
-//! A [`SnapshotRepository`] wraps a [`Repository`]. It takes a snapshot every N events (a
-//! per-aggregate-type setting) and on demand, stores it through the backend's
+//! [`StoredSnapshots`] is the [`Snapshots`] policy an [`Application`](eventsmith_core::Application) is built with: it takes
+//! a snapshot whenever a command crosses a multiple of N events (a per-aggregate-type
+//! setting) and on demand
+//! ([`Application::take_snapshot`](eventsmith_core::Application::take_snapshot)), stores it through the backend's
 //! [`SnapshotStore`], and loads an aggregate from its latest snapshot at or before the
 //! requested version. Snapshots are sealed like events (the same codec, compression and
 //! encryption, from the event mapper's [`Payloads`]).
 //!
 //! ```
-//! use eventsmith_core::{Aggregate, Event, EventStore, MemoryStore, Repository, Root};
+//! use eventsmith_core::{Aggregate, Application, Event, MemoryStore, SnapshotStore};
 //! use eventsmith_mapper::EventMapper;
-//! use eventsmith_snapshot::{SnapshotRepository, SnapshotState};
+//! use eventsmith_snapshot::{SnapshotState, StoredSnapshots};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -29,15 +31,14 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mapper = EventMapper::<ClockEvent>::builder().build()?;
-//! let payloads = mapper.payloads().clone();
 //! let store = MemoryStore::new();
-//! let repo = SnapshotRepository::new(Repository::new(EventStore::new(store.clone(), mapper)), payloads).every(100);
-//! let mut clock = Root::<Clock>::create(uuid::Uuid::new_v4(), Ticked);
-//! for _ in 0..249 { clock.execute(|_| Ok::<_, String>([Ticked]))?; }
-//! repo.save(&mut clock).await?; // versions 1..=250: a snapshot at 250 (it crossed 100 and 200)
-//! use eventsmith_core::SnapshotStore;
-//! assert_eq!(store.latest_snapshot(clock.id(), None).await?.unwrap().position, 250);
-//! assert_eq!(repo.get(clock.id()).await?.state().ticks, 250);
+//! let snapshots = StoredSnapshots::new(store.clone(), mapper.payloads().clone()).every(100);
+//! let app = Application::<Clock, _>::builder(store.clone(), mapper).snapshots(snapshots).build();
+//! let id = uuid::Uuid::new_v4();
+//! // Versions 1..=250 in one command: a snapshot at 250 (it crossed 100 and 200).
+//! app.command(id, |_| Ok::<_, String>(vec![Ticked; 250])).await?;
+//! assert_eq!(store.latest_snapshot(id, None).await?.unwrap().position, 250);
+//! assert_eq!(app.get(id).await?.state().ticks, 250);
 //! # Ok(()) }
 //! ```
 //!
@@ -45,7 +46,7 @@
 //!
 //! Each snapshot records [`SnapshotState::STATE_VERSION`]. A snapshot of an older version is
 //! upcast when an upcaster from that version is registered
-//! ([`SnapshotRepository::upcast`]); otherwise it is ignored, a warning is logged (`tracing`),
+//! ([`StoredSnapshots::upcast`]); otherwise it is ignored, a warning is logged (`tracing`),
 //! and the aggregate is rebuilt from its events. An unreadable snapshot never fails a load,
 //! with one exception: a plaintext snapshot where the mapper requires encryption (a forgery or
 //! a downgrade, [`DecodeErrorKind::NotEncrypted`]) fails it with [`LoadError::Decode`].
@@ -60,9 +61,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use eventsmith_core::{
-    Aggregate, BoxError, DecodeError, DecodeErrorKind, EncodeError, Envelope, IntegerSequencedItem,
-    ItemStore, LoadError, Position, Repository, Root, RootParts, SaveError, SnapshotStore,
-    StoreError, Version,
+    Aggregate, BoxError, BoxFuture, DecodeError, DecodeErrorKind, EncodeError,
+    IntegerSequencedItem, LoadError, Metadata, Position, Root, RootParts, SnapshotError,
+    SnapshotStore, Snapshots, Version,
 };
 use eventsmith_mapper::{CodecId, Payloads};
 
@@ -76,38 +77,6 @@ pub trait SnapshotState: Aggregate + Serialize + DeserializeOwned {
 
 type Upcaster<A> = Box<dyn Fn(CodecId, &[u8]) -> Result<Stored<A>, BoxError> + Send + Sync>;
 
-/// Why a snapshot could not be taken.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum SnapshotError {
-    /// The aggregate could not be loaded.
-    Load(LoadError),
-    /// The snapshot could not be encoded.
-    Encode(EncodeError),
-    /// The store failed.
-    Store(StoreError),
-}
-
-impl fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SnapshotError::Load(e) => write!(f, "cannot snapshot: {e}"),
-            SnapshotError::Encode(e) => write!(f, "cannot encode snapshot: {e}"),
-            SnapshotError::Store(e) => write!(f, "cannot store snapshot: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for SnapshotError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SnapshotError::Load(e) => Some(e),
-            SnapshotError::Encode(e) => Some(e),
-            SnapshotError::Store(e) => Some(e),
-        }
-    }
-}
-
 /// Why a stored snapshot is not used.
 enum Unusable {
     /// Refused: the load fails (a plaintext snapshot where encryption is required).
@@ -116,18 +85,19 @@ enum Unusable {
     Ignored(String),
 }
 
-/// A repository that loads from snapshots and takes them every N events.
-pub struct SnapshotRepository<A: SnapshotState, S> {
-    repository: Repository<A, S>,
+/// Snapshots of aggregates of type `A` kept in store `S`, taken every N events and on
+/// demand: the [`Snapshots`] policy of an [`Application`](eventsmith_core::Application).
+pub struct StoredSnapshots<A: SnapshotState, S> {
+    store: S,
     payloads: Payloads,
     every: Option<u64>,
     upcasters: Arc<HashMap<u32, Upcaster<A>>>,
 }
 
-impl<A: SnapshotState, S: Clone> Clone for SnapshotRepository<A, S> {
+impl<A: SnapshotState, S: Clone> Clone for StoredSnapshots<A, S> {
     fn clone(&self) -> Self {
-        SnapshotRepository {
-            repository: self.repository.clone(),
+        StoredSnapshots {
+            store: self.store.clone(),
             payloads: self.payloads.clone(),
             every: self.every,
             upcasters: self.upcasters.clone(),
@@ -135,10 +105,10 @@ impl<A: SnapshotState, S: Clone> Clone for SnapshotRepository<A, S> {
     }
 }
 
-impl<A: SnapshotState, S: fmt::Debug> fmt::Debug for SnapshotRepository<A, S> {
+impl<A: SnapshotState, S: fmt::Debug> fmt::Debug for StoredSnapshots<A, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnapshotRepository")
-            .field("repository", &self.repository)
+        f.debug_struct("StoredSnapshots")
+            .field("store", &self.store)
             .field("every", &self.every)
             .finish_non_exhaustive()
     }
@@ -156,20 +126,20 @@ fn datetime(nanos: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
-    /// Snapshots for `repository`, sealed with `payloads` (usually the event mapper's, so
+impl<A: SnapshotState, S: SnapshotStore> StoredSnapshots<A, S> {
+    /// Snapshots kept in `store`, sealed with `payloads` (usually the event mapper's, so
     /// snapshots are compressed and encrypted like events). No automatic snapshots until
     /// [`every`](Self::every) is set.
-    pub fn new(repository: Repository<A, S>, payloads: Payloads) -> Self {
-        SnapshotRepository {
-            repository,
+    pub fn new(store: S, payloads: Payloads) -> Self {
+        StoredSnapshots {
+            store,
             payloads,
             every: None,
             upcasters: Arc::new(HashMap::new()),
         }
     }
 
-    /// Takes a snapshot whenever a save crosses a multiple of `n` events.
+    /// Takes a snapshot whenever a command crosses a multiple of `n` events.
     pub fn every(mut self, n: u64) -> Self {
         self.every = (n > 0).then_some(n);
         self
@@ -188,32 +158,13 @@ impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
             Ok((created, modified, discarded, f(old)))
         });
         Arc::get_mut(&mut self.upcasters)
-            .expect("upcasters are registered before the repository is shared")
+            .expect("upcasters are registered before the snapshots are shared")
             .insert(from_version, upcaster);
         self
     }
 
-    /// The plain repository underneath.
-    pub fn repository(&self) -> &Repository<A, S> {
-        &self.repository
-    }
-
-    fn store(&self) -> &S {
-        self.repository.event_store().store()
-    }
-
-    /// The aggregate at its latest version, from its latest snapshot and later events.
-    pub async fn get(&self, id: Uuid) -> Result<Root<A>, LoadError> {
-        self.load(id, None).await
-    }
-
-    /// The aggregate as it was at `version`, from the latest snapshot at or before it.
-    pub async fn get_at(&self, id: Uuid, version: Version) -> Result<Root<A>, LoadError> {
-        self.load(id, Some(version)).await
-    }
-
-    async fn load(&self, id: Uuid, until: Option<Version>) -> Result<Root<A>, LoadError> {
-        let start = match self.store().latest_snapshot(id, until).await? {
+    async fn load(&self, id: Uuid, until: Option<Version>) -> Result<Option<Root<A>>, LoadError> {
+        Ok(match self.store.latest_snapshot(id, until).await? {
             Some(item) => match self.decode(&item) {
                 Ok(root) => Some(root),
                 Err(Unusable::Refused(kind)) => {
@@ -230,8 +181,7 @@ impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
                 }
             },
             None => None,
-        };
-        self.repository.load_from(id, start, until).await
+        })
     }
 
     /// Decodes a snapshot. A snapshot that cannot be used is a reason to rebuild from events,
@@ -284,38 +234,42 @@ impl<A: SnapshotState, S: ItemStore + SnapshotStore> SnapshotRepository<A, S> {
             A::SNAPSHOT_TOPIC,
             A::STATE_VERSION,
             nanos(root.modified_on()),
+            &Metadata::default(),
             &stored,
         )
     }
 
-    /// Saves the pending events; when they cross a multiple of the snapshot interval, also
-    /// writes a snapshot of the new state. The events are committed once this returns `Ok`;
-    /// a snapshot that cannot be written is logged and skipped (it is an optimisation, and the
-    /// next crossing writes one).
-    pub async fn save(&self, root: &mut Root<A>) -> Result<Vec<Envelope<A::Event>>, SaveError> {
-        let before = root.saved_version();
-        let saved = self.repository.save(root).await?;
-        if let Some(n) = self.every
-            && before / n < root.version() / n
-            && let Err(e) = self.write(root).await
-        {
-            tracing::warn!(aggregate = %root.id(), version = root.version(), error = %e, "snapshot not written");
-        }
-        Ok(saved)
-    }
-
     async fn write(&self, root: &Root<A>) -> Result<(), SnapshotError> {
         let item = self.encode(root).map_err(SnapshotError::Encode)?;
-        self.store()
+        self.store
             .write_snapshot(item)
             .await
             .map_err(SnapshotError::Store)
     }
+}
 
-    /// Takes a snapshot of the aggregate's latest version now; returns that version.
-    pub async fn take_snapshot(&self, id: Uuid) -> Result<Version, SnapshotError> {
-        let root = self.get(id).await.map_err(SnapshotError::Load)?;
-        self.write(&root).await?;
-        Ok(root.version())
+impl<A: SnapshotState, S: SnapshotStore> Snapshots<A> for StoredSnapshots<A, S> {
+    fn load(
+        &self,
+        id: Uuid,
+        until: Option<Version>,
+    ) -> BoxFuture<'_, Result<Option<Root<A>>, LoadError>> {
+        Box::pin(self.load(id, until))
+    }
+
+    fn committed<'a>(&'a self, root: &'a Root<A>, before: Version) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(n) = self.every
+                && before / n < root.version() / n
+                && let Err(e) = self.write(root).await
+            {
+                // The next crossing writes one; until then loads replay a few more events.
+                tracing::warn!(aggregate = %root.id(), version = root.version(), error = %e, "snapshot not written");
+            }
+        })
+    }
+
+    fn take<'a>(&'a self, root: &'a Root<A>) -> BoxFuture<'a, Result<(), SnapshotError>> {
+        Box::pin(self.write(root))
     }
 }

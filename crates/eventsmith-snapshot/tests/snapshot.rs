@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use eventsmith_cipher::{AesGcmCipher, Key, Keyring, Zstd};
-use eventsmith_core::{Aggregate, Event, EventStore, MemoryStore, Repository, Root, SnapshotStore};
+use eventsmith_core::{
+    Aggregate, Application, Event, ItemStore, MemoryStore, Root, SnapshotError, SnapshotStore,
+};
 use eventsmith_mapper::{CodecId, Encrypt, EventMapper, PayloadHeader, Payloads};
-use eventsmith_snapshot::{SnapshotRepository, SnapshotState};
+use eventsmith_snapshot::{SnapshotState, StoredSnapshots};
 use eventsmith_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -58,31 +60,39 @@ fn mapper(codec: CodecId) -> EventMapper<SumEvent> {
     EventMapper::builder().codec(codec).build().unwrap()
 }
 
-fn repo<A: SnapshotState<Event = SumEvent>, S: eventsmith_core::ItemStore + SnapshotStore>(
+/// An application with snapshots configured by `configure`.
+fn app<A: SnapshotState<Event = SumEvent>, S: ItemStore + SnapshotStore>(
     store: S,
     mapper: EventMapper<SumEvent>,
-) -> SnapshotRepository<A, S> {
-    let payloads = mapper.payloads().clone();
-    SnapshotRepository::new(Repository::new(EventStore::new(store, mapper)), payloads)
+    configure: impl FnOnce(StoredSnapshots<A, S>) -> StoredSnapshots<A, S>,
+) -> Application<A, S> {
+    let snapshots = configure(StoredSnapshots::new(
+        store.clone(),
+        mapper.payloads().clone(),
+    ));
+    Application::builder(store, mapper)
+        .snapshots(snapshots)
+        .build()
 }
 
-async fn sum_of(
-    repo: &SnapshotRepository<Sum, impl eventsmith_core::ItemStore + SnapshotStore>,
+/// `n` commands, each adding its number; the aggregate after the last.
+async fn sum_of<A: SnapshotState<Event = SumEvent>>(
+    app: &Application<A, impl ItemStore>,
     n: u64,
-) -> Root<Sum> {
-    let mut root = Root::<Sum>::create(Uuid::new_v4(), Added { n: 1 });
-    repo.save(&mut root).await.unwrap();
-    for i in 2..=n {
-        root.execute(|_| Ok::<_, String>([Added { n: i }])).unwrap();
-        repo.save(&mut root).await.unwrap();
+) -> Root<A> {
+    let id = Uuid::new_v4();
+    let mut last = None;
+    for i in 1..=n {
+        let done = app.command(id, |_| Ok::<_, String>([Added { n: i }])).await;
+        last = Some(done.unwrap().root);
     }
-    root
+    last.unwrap()
 }
 
 #[tokio::test]
 async fn snapshots_are_taken_every_n_events_and_used_by_loads() {
     let store = MemoryStore::new();
-    let repo = repo::<Sum, _>(store.clone(), mapper(CodecId::Postcard)).every(10);
+    let repo = app::<Sum, _>(store.clone(), mapper(CodecId::Postcard), |s| s.every(10));
     let root = sum_of(&repo, 35).await;
     let id = root.id();
     let snapshot = store.latest_snapshot(id, None).await.unwrap().unwrap();
@@ -118,7 +128,7 @@ async fn with_every_event_deleted_the_aggregate_loads_at_its_snapshot_version() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    let repo = repo::<Sum, _>(store.clone(), mapper(CodecId::Json));
+    let repo = app::<Sum, _>(store.clone(), mapper(CodecId::Json), |s| s);
     let root = sum_of(&repo, 7).await;
     assert_eq!(repo.take_snapshot(root.id()).await.unwrap(), 7);
     rusqlite::Connection::open(&path)
@@ -129,6 +139,12 @@ async fn with_every_event_deleted_the_aggregate_loads_at_its_snapshot_version() 
     assert_eq!((loaded.version(), loaded.state()), (7, root.state()));
     // The plain repository, which ignores snapshots, finds nothing.
     assert!(repo.repository().get(root.id()).await.is_err());
+    // An application without snapshots cannot take one.
+    let plain = Application::<Sum, _>::builder(store, mapper(CodecId::Json)).build();
+    assert!(matches!(
+        plain.take_snapshot(root.id()).await,
+        Err(SnapshotError::NotConfigured)
+    ));
 }
 
 #[tokio::test]
@@ -136,10 +152,14 @@ async fn an_old_state_version_is_upcast_when_it_can_be_and_rebuilt_from_events_w
     for codec in [CodecId::Json, CodecId::Postcard] {
         let store = MemoryStore::new();
         // Written by version 1 of the state.
-        let old = repo::<SumV1, _>(store.clone(), mapper(codec));
-        let mut root = Root::<SumV1>::create(Uuid::new_v4(), Added { n: 5 });
-        root.execute(|_| Ok::<_, String>([Added { n: 6 }])).unwrap();
-        old.save(&mut root).await.unwrap();
+        let old = app::<SumV1, _>(store.clone(), mapper(codec), |s| s);
+        let root = old
+            .command(Uuid::new_v4(), |_| {
+                Ok::<_, String>([Added { n: 5 }, Added { n: 6 }])
+            })
+            .await
+            .unwrap()
+            .root;
         old.take_snapshot(root.id()).await.unwrap();
         let header = PayloadHeader::parse(
             &store
@@ -154,7 +174,7 @@ async fn an_old_state_version_is_upcast_when_it_can_be_and_rebuilt_from_events_w
         assert_eq!(header.schema_version, 1);
 
         // Without an upcaster, version 2 ignores the old snapshot and replays the events.
-        let plain = repo::<Sum, _>(store.clone(), mapper(codec));
+        let plain = app::<Sum, _>(store.clone(), mapper(codec), |s| s);
         assert_eq!(
             plain.get(root.id()).await.unwrap().state(),
             &Sum {
@@ -164,9 +184,11 @@ async fn an_old_state_version_is_upcast_when_it_can_be_and_rebuilt_from_events_w
         );
 
         // With one, the snapshot is used: the upcaster's guess for `count` shows it was.
-        let upcasting = repo::<Sum, _>(store.clone(), mapper(codec)).upcast(1, |v1: SumV1| Sum {
-            total: v1.total,
-            count: 999,
+        let upcasting = app::<Sum, _>(store.clone(), mapper(codec), |s| {
+            s.upcast(1, |v1: SumV1| Sum {
+                total: v1.total,
+                count: 999,
+            })
         });
         assert_eq!(
             upcasting.get(root.id()).await.unwrap().state(),
@@ -181,7 +203,7 @@ async fn an_old_state_version_is_upcast_when_it_can_be_and_rebuilt_from_events_w
 #[tokio::test]
 async fn a_corrupt_snapshot_is_ignored_not_fatal() {
     let store = MemoryStore::new();
-    let repo = repo::<Sum, _>(store.clone(), mapper(CodecId::Json));
+    let repo = app::<Sum, _>(store.clone(), mapper(CodecId::Json), |s| s);
     let root = sum_of(&repo, 3).await;
     let mut bad = store.latest_snapshot(root.id(), None).await.unwrap();
     assert!(bad.is_none());
@@ -207,11 +229,9 @@ async fn snapshots_are_compressed_and_encrypted_like_events() {
         .build()
         .unwrap();
     let payloads: Payloads = mapper.payloads().clone();
-    let repo = SnapshotRepository::<Sum, _>::new(
-        Repository::new(EventStore::new(store.clone(), mapper)),
-        payloads,
-    )
-    .every(2);
+    let repo = Application::<Sum, _>::builder(store.clone(), mapper)
+        .snapshots(StoredSnapshots::new(store.clone(), payloads).every(2))
+        .build();
     let root = sum_of(&repo, 4).await;
     let snapshot = store
         .latest_snapshot(root.id(), None)

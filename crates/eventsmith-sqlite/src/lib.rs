@@ -104,13 +104,19 @@ use rusqlite::{Connection, OpenFlags, params_from_iter};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
 use eventsmith_core::{
     AppendError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore, Notification,
     Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
-    Version, check_append, check_batch_unique, check_version,
+    Version,
 };
+use eventsmith_core::{Delivery, IdempotencyKey, KeyedAppend, PriorAppend, Tracking};
 
 pub use projection::SqliteProjection;
+/// The rusqlite this store is built on. [`SqliteProjection`]'s `apply` writes through a
+/// [`rusqlite::Transaction`]: name it (and `params!`) from here rather than adding rusqlite
+/// to your own dependencies, so that the versions always match.
+pub use rusqlite;
 pub use schema::SCHEMA_VERSION;
 pub use worker::CommitStats;
 
@@ -510,7 +516,7 @@ impl SqliteStore {
         self.inner.queue.send(msg).is_ok()
     }
 
-    async fn append_batch(&self, batch: Batch) -> Result<Range<u64>, AppendError> {
+    async fn append_batch(&self, batch: Batch) -> Result<KeyedAppend, AppendError> {
         self.check_open()?;
         if let Some(outcome) = self.try_commit_inline(&batch) {
             return outcome;
@@ -527,7 +533,7 @@ impl SqliteStore {
     /// Commits `batch` on the calling thread if the writer is idle: nothing queued for it and
     /// its connection free. That skips two thread wake-ups, which cost more than a commit
     /// without fsync. `None`: the batch goes to the writer thread.
-    fn try_commit_inline(&self, batch: &Batch) -> Option<Result<Range<u64>, AppendError>> {
+    fn try_commit_inline(&self, batch: &Batch) -> Option<Result<KeyedAppend, AppendError>> {
         let inner = &self.inner;
         if !inner.queue.is_empty() {
             // Others are waiting for the writer thread: queue behind them.
@@ -779,7 +785,67 @@ impl ItemStore for SqliteStore {
             return Ok(0..0);
         }
         check_append(&items)?;
-        self.append_batch(Batch::Integer(items)).await
+        match self.append_batch(Batch::Integer(items)).await? {
+            KeyedAppend::Appended(ids) => Ok(ids),
+            KeyedAppend::AlreadyApplied(_) => {
+                unreachable!("a batch without a key is never a replay")
+            }
+        }
+    }
+
+    async fn append_with_key(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        key: &IdempotencyKey,
+    ) -> Result<KeyedAppend, AppendError> {
+        let Some(prior) = keyed_batch(&items)? else {
+            self.check_open()?;
+            return Ok(KeyedAppend::Appended(0..0));
+        };
+        check_append(&items)?;
+        let key = key.clone();
+        self.append_batch(Batch::Keyed { items, key, prior }).await
+    }
+
+    fn delivery(&self) -> Option<Delivery> {
+        Some(Delivery::Transactional)
+    }
+
+    async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
+        let follower = follower.to_owned();
+        self.read(move |conn, path| {
+            worker::tracking_position(conn, &follower).map_err(|e| from_sqlite(e, path))
+        })
+        .await
+    }
+
+    async fn append_tracked(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        tracking: Tracking,
+    ) -> Result<Range<u64>, AppendError> {
+        check_append(&items)?;
+        match self
+            .append_batch(Batch::Tracked { items, tracking })
+            .await?
+        {
+            KeyedAppend::Appended(ids) => Ok(ids),
+            KeyedAppend::AlreadyApplied(_) => {
+                unreachable!("a batch without a key is never a replay")
+            }
+        }
+    }
+
+    async fn find_key(
+        &self,
+        sequence_id: Uuid,
+        key: &IdempotencyKey,
+    ) -> Result<Option<PriorAppend>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn, path| {
+            worker::find_key(conn, sequence_id, &key).map_err(|e| from_sqlite(e, path))
+        })
+        .await
     }
 
     async fn select(
@@ -857,6 +923,7 @@ impl ItemStore for SqliteStore {
         check_batch_unique(&items)?;
         self.append_batch(Batch::Timestamped(items))
             .await
+            .map(|_| ())
             .map(|_| ())
     }
 

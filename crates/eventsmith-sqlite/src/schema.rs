@@ -9,9 +9,10 @@ use crate::error::from_sqlite;
 /// `PRAGMA application_id` of every eventsmith database ("ESm1").
 pub(crate) const APPLICATION_ID: i32 = 0x4553_6d31;
 
-/// `PRAGMA user_version`: the schema version this build creates and reads. Version 1 files
-/// are migrated on open, in one transaction, keeping every row and notification id.
-pub const SCHEMA_VERSION: i32 = 2;
+/// `PRAGMA user_version`: the schema version this build creates and reads. Older files are
+/// migrated on open, in one transaction, keeping every row and notification id: version 1
+/// to 2 makes notification ids `AUTOINCREMENT`, 2 to 3 adds the idempotency keys.
+pub const SCHEMA_VERSION: i32 = 3;
 
 // `AUTOINCREMENT`: a notification id is never handed out twice, even after the newest rows
 // are deleted (by hand, a restore, a future retention policy). A plain rowid would reuse them,
@@ -42,6 +43,17 @@ CREATE TABLE snapshots (
 CREATE TABLE tracking (
     projection TEXT PRIMARY KEY,
     notification_id INTEGER NOT NULL
+) WITHOUT ROWID;
+"; // followed by IDEMPOTENCY_KEYS
+
+/// Idempotency keys, each written in the transaction of the append it produced.
+const IDEMPOTENCY_KEYS: &str = "
+CREATE TABLE idempotency_keys (
+    sequence_id BLOB NOT NULL,
+    key TEXT NOT NULL,
+    first_position INTEGER NOT NULL,
+    last_position INTEGER NOT NULL,
+    PRIMARY KEY (sequence_id, key)
 ) WITHOUT ROWID;
 ";
 
@@ -97,7 +109,7 @@ fn needs(conn: &Connection, path: &str) -> Result<Needs, StoreError> {
         (id, v, _) if id == i64::from(APPLICATION_ID) && v == i64::from(SCHEMA_VERSION) => {
             Ok(Needs::Nothing)
         }
-        (id, 1, _) if id == i64::from(APPLICATION_ID) => Ok(Needs::Migrate { from: 1 }),
+        (id, v @ (1 | 2), _) if id == i64::from(APPLICATION_ID) => Ok(Needs::Migrate { from: v }),
         (id, v, _) if id == i64::from(APPLICATION_ID) && v > i64::from(SCHEMA_VERSION) => {
             Err(StoreError::Corrupt {
                 detail: format!(
@@ -136,10 +148,11 @@ pub(crate) fn create(conn: &mut Connection, path: &str) -> Result<(), StoreError
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| from_sqlite(e, path))?;
-    let sql = match needs(&tx, path)? {
+    let steps: &[&str] = match needs(&tx, path)? {
         Needs::Nothing => return Ok(()),
-        Needs::Create => CREATE,
-        Needs::Migrate { from: 1 } => MIGRATE_1_TO_2,
+        Needs::Create => &[CREATE, IDEMPOTENCY_KEYS],
+        Needs::Migrate { from: 1 } => &[MIGRATE_1_TO_2, IDEMPOTENCY_KEYS],
+        Needs::Migrate { from: 2 } => &[IDEMPOTENCY_KEYS],
         Needs::Migrate { from } => {
             return Err(StoreError::Corrupt {
                 detail: format!(
@@ -148,7 +161,9 @@ pub(crate) fn create(conn: &mut Connection, path: &str) -> Result<(), StoreError
             });
         }
     };
-    tx.execute_batch(sql).map_err(|e| from_sqlite(e, path))?;
+    for sql in steps {
+        tx.execute_batch(sql).map_err(|e| from_sqlite(e, path))?;
+    }
     tx.execute_batch(&format!(
         "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
     ))

@@ -18,7 +18,8 @@ use rusqlite::{Connection, ErrorCode, params};
 use tokio::sync::oneshot;
 
 use eventsmith_core::{
-    AppendError, IntegerSequencedItem, Position, SequencedItem, StoreError, TimestampSequencedItem,
+    AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Position, PriorAppend,
+    SequencedItem, StoreError, TimestampSequencedItem, Tracking,
 };
 
 use crate::error::{from_sqlite, is_unique_violation};
@@ -53,12 +54,24 @@ pub(crate) enum WriterMsg {
 /// The items of one append, validated by the caller (no duplicates, positions in range).
 pub(crate) enum Batch {
     Integer(Vec<IntegerSequencedItem>),
+    /// Integer items of one sequence, written only if `key` is new for it, and then with it.
+    Keyed {
+        items: Vec<IntegerSequencedItem>,
+        key: IdempotencyKey,
+        prior: PriorAppend,
+    },
     Timestamped(Vec<TimestampSequencedItem>),
+    /// Integer items (possibly none) written only if the follower's tracking record is still
+    /// at `tracking.from`, and then with it moved to `tracking.to`.
+    Tracked {
+        items: Vec<IntegerSequencedItem>,
+        tracking: Tracking,
+    },
 }
 
 /// The outcome of one append: the notification ids its items got (empty for timestamped
-/// items), or why it was not written.
-pub(crate) type Outcome = Result<Range<u64>, AppendError>;
+/// items), what an earlier append under its key wrote, or why it was not written.
+pub(crate) type Outcome = Result<KeyedAppend, AppendError>;
 
 pub(crate) struct AppendJob {
     pub(crate) batch: Batch,
@@ -247,7 +260,14 @@ impl Writer {
                         run(conn, "RELEASE job").map_err(sql)?;
                     }
                     committed_any = true;
-                    outcomes.push(Ok(ids));
+                    outcomes.push(Ok(KeyedAppend::Appended(ids)));
+                }
+                Err(Failed::AlreadyApplied(prior)) => {
+                    // Nothing was written; the savepoint (if any) is empty.
+                    if !single {
+                        run(conn, "RELEASE job").map_err(sql)?;
+                    }
+                    outcomes.push(Ok(KeyedAppend::AlreadyApplied(prior)));
                 }
                 Err(Failed::Conflict(c)) => {
                     if !single {
@@ -393,6 +413,8 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Why one batch of a group did not insert.
 enum Failed {
     Conflict(AppendError),
+    /// The batch's idempotency key was stored before, by this append.
+    AlreadyApplied(PriorAppend),
     Sqlite(rusqlite::Error),
 }
 
@@ -400,10 +422,61 @@ fn insert(conn: &Connection, batch: &Batch) -> Result<Range<u64>, Failed> {
     match batch {
         // Versions were checked to fit an i64 before the job was queued.
         Batch::Integer(items) => insert_rows(conn, "integer_items", items, |p| *p as i64),
+        Batch::Keyed { items, key, prior } => {
+            // Looked up in the write transaction, so no other append under the key can
+            // commit between the lookup and the insert.
+            if let Some(found) = find_key(conn, prior.sequence_id, key).map_err(Failed::Sqlite)? {
+                return Err(Failed::AlreadyApplied(found));
+            }
+            let ids = insert_rows(conn, "integer_items", items, |p| *p as i64)?;
+            conn.prepare_cached(
+                "INSERT INTO idempotency_keys (sequence_id, key, first_position, last_position) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    prior.sequence_id.as_bytes(),
+                    key.as_str(),
+                    *prior.versions.start() as i64,
+                    *prior.versions.end() as i64
+                ])
+            })
+            .map_err(Failed::Sqlite)?;
+            Ok(ids)
+        }
         Batch::Timestamped(items) => {
             insert_rows(conn, "timestamp_items", items, |t| t.unix_nanos()).map(|_| 0..0)
         }
+        Batch::Tracked { items, tracking } => {
+            // Read in the write transaction: no other runner can move it before the commit.
+            let found = tracking_position(conn, &tracking.follower).map_err(Failed::Sqlite)?;
+            if found != tracking.from {
+                return Err(Failed::Conflict(AppendError::TrackingMoved {
+                    follower: tracking.follower.clone(),
+                    expected: tracking.from,
+                    found,
+                }));
+            }
+            let ids = insert_rows(conn, "integer_items", items, |p| *p as i64)?;
+            conn.prepare_cached(
+                "INSERT INTO tracking (projection, notification_id) VALUES (?1, ?2) \
+                 ON CONFLICT (projection) DO UPDATE SET notification_id = excluded.notification_id",
+            )
+            .and_then(|mut stmt| stmt.execute(params![tracking.follower, tracking.to as i64]))
+            .map_err(Failed::Sqlite)?;
+            Ok(ids)
+        }
     }
+}
+
+/// The position follower `follower` recorded (0 before its first page), on any connection.
+pub(crate) fn tracking_position(conn: &Connection, follower: &str) -> rusqlite::Result<u64> {
+    use rusqlite::OptionalExtension;
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT notification_id FROM tracking WHERE projection = ?1")?
+        .query_row([follower], |r| r.get(0))
+        .optional()?;
+    Ok(found.unwrap_or(0) as u64)
 }
 
 /// Inserts the items of one batch into `table`; returns the rowids they got (the
@@ -446,6 +519,29 @@ fn insert_rows<P: Copy + Into<Position>>(
         ids.end = id + 1;
     }
     Ok(ids)
+}
+
+/// The append stored under `key` for `sequence_id`, read on any connection.
+pub(crate) fn find_key(
+    conn: &Connection,
+    sequence_id: uuid::Uuid,
+    key: &IdempotencyKey,
+) -> rusqlite::Result<Option<PriorAppend>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_position, last_position FROM idempotency_keys \
+         WHERE sequence_id = ?1 AND key = ?2",
+    )?;
+    let mut rows = stmt.query(params![sequence_id.as_bytes(), key.as_str()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let (first, last): (i64, i64) = (row.get(0)?, row.get(1)?);
+    // Written from checked versions (0..=i64::MAX); a negative one is foreign data, read as
+    // the smallest version so that the key still blocks a second append.
+    Ok(Some(PriorAppend {
+        sequence_id,
+        versions: first.max(0) as u64..=last.max(0) as u64,
+    }))
 }
 
 /// One error for every job of a failed group, of the same kind (`Busy`, `Corrupt`, `Closed`,

@@ -22,9 +22,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventsmith_core::{AppendError, ItemStore, Select, SequencedItem, StoreError};
-use eventsmith_pubsub::{Projection, project};
+use eventsmith_core::{Follower, catch_up};
 use eventsmith_sqlite::{SqliteProjection, SqliteStore};
 use rand::Rng;
+use std::sync::Arc;
 use uuid::Uuid;
 
 const BATCH: u64 = 5;
@@ -50,9 +51,14 @@ fn main() {
         Some("--child-crash") => return child_crash(Path::new(&args[2])),
         Some("--child-project") => return child_project(Path::new(&args[2])),
         Some("--child-full") => return child_full(Path::new(&args[2])),
+        Some("--child-hold") => return child_hold(Path::new(&args[2])),
         _ => {}
     }
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
+        (
+            "a_follower_never_skips_rows_of_a_transaction_held_open_by_another_process",
+            a_follower_never_skips_rows_of_a_transaction_held_open_by_another_process,
+        ),
         (
             "appends_on_a_full_disk_fail_typed_and_lose_nothing",
             appends_on_a_full_disk_fail_typed_and_lose_nothing,
@@ -354,16 +360,19 @@ const VIEW_SETUP: &str = "CREATE TABLE IF NOT EXISTS view (sequence_id BLOB PRIM
 
 /// A projection counting each sequence's events into `table`. Not idempotent on purpose: an
 /// event applied twice would show.
-fn counting_projection(
+async fn counting_projection(
     path: &Path,
     name: &str,
     table: &'static str,
     slow: bool,
 ) -> SqliteProjection<
-    impl FnMut(
+    impl Fn(
         &rusqlite::Transaction<'_>,
         &eventsmith_core::Notification,
-    ) -> Result<(), eventsmith_core::BoxError>,
+    ) -> Result<(), eventsmith_core::BoxError>
+    + Send
+    + Sync
+    + 'static,
 > {
     SqliteProjection::open(path, name, VIEW_SETUP, move |tx, n| {
         if slow && n.id % 25 == 0 {
@@ -375,14 +384,15 @@ fn counting_projection(
         )?;
         Ok(())
     })
+    .await
     .unwrap()
 }
 
 fn child_project(path: &Path) {
     runtime().block_on(async {
         let store = SqliteStore::open(path).await.unwrap();
-        let mut projection = counting_projection(path, "view", "view", true);
-        project(&store, &mut projection, &[], 40).await.unwrap();
+        let projection = counting_projection(path, "view", "view", true).await;
+        catch_up(&store, &projection, 40).await.unwrap();
         println!("done");
     });
 }
@@ -440,14 +450,17 @@ fn projection_killed_mid_run_rebuilds_the_same_view() {
     runtime().block_on(async {
         let store = SqliteStore::open(&path).await.unwrap();
         // Resume the killed projection to the end, then rebuild another from scratch.
-        let mut resumed = counting_projection(&path, "view", "view", false);
-        project(&store, &mut resumed, &[], 40).await.unwrap();
-        let mut fresh = counting_projection(&path, "fresh", "view_fresh", false);
+        let resumed = counting_projection(&path, "view", "view", false).await;
+        catch_up(&store, &resumed, 40).await.unwrap();
+        let fresh = counting_projection(&path, "fresh", "view_fresh", false).await;
         assert_eq!(
-            project(&store, &mut fresh, &[], 1000).await.unwrap(),
+            catch_up(&store, &fresh, 1000).await.unwrap(),
             sequences * 10
         );
-        assert_eq!(resumed.position(), fresh.position());
+        assert_eq!(
+            resumed.position(&store).await.unwrap(),
+            fresh.position(&store).await.unwrap()
+        );
     });
     let (resumed, fresh) = (view(&path, "view"), view(&path, "view_fresh"));
     assert_eq!(resumed.len() as u64, sequences);
@@ -581,4 +594,123 @@ fn appends_on_a_full_disk_fail_typed_and_lose_nothing() {
         acked.len(),
         errors.len()
     );
+}
+
+/// Another process's writer: inserts rows in `BEGIN IMMEDIATE` transactions it holds open for
+/// a while before committing, until killed. Its rows get their ids while the transaction is
+/// still in flight: exactly what a feed must not read past.
+fn child_hold(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let id = Uuid::new_v4();
+    let mut position = 0i64;
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for _ in 0..3 {
+            position += 1;
+            conn.execute(
+                "INSERT INTO integer_items (sequence_id, position, topic, payload) VALUES (?1, ?2, 'held', x'01')",
+                rusqlite::params![id.as_bytes(), position],
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Eight writers in this process commit batches while another process holds write
+/// transactions open (inserting rows inside them) across the follower's reads: the
+/// follower's output equals a rebuild, every row exactly once, each sequence in order.
+fn a_follower_never_skips_rows_of_a_transaction_held_open_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.db");
+    runtime().block_on(async {
+        SqliteStore::open(&path).await.unwrap().close().await;
+    });
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args(["--child-hold", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let all = Arc::new(eventsmith_core::MemoryProjection::new(
+            "all",
+            Vec::<eventsmith_core::Notification>::new(),
+            |v: &mut Vec<eventsmith_core::Notification>, n| {
+                v.push(n.clone());
+                Ok(())
+            },
+        ));
+        let running = eventsmith_core::Runner::new(store.clone())
+            .follow(all.clone())
+            .page_size(5)
+            .poll_interval(Duration::from_millis(1))
+            .start();
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let id = Uuid::new_v4();
+                    for b in 0..25u64 {
+                        let batch: Vec<_> = (1..=2)
+                            .map(|i| SequencedItem {
+                                sequence_id: id,
+                                position: b * 2 + i,
+                                topic: "mine".into(),
+                                payload: vec![2],
+                            })
+                            .collect();
+                        loop {
+                            match store.append(batch.clone()).await {
+                                Ok(_) => break,
+                                Err(AppendError::Store(StoreError::Busy { .. })) => continue,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        // Let the holder commit a few more transactions, then stop it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        holder.kill().unwrap();
+        let _ = holder.wait();
+        let head = store.max_notification_id().await.unwrap();
+        running.wait_for("all", head).await;
+        running.stop().await;
+        let applied = all.view();
+        let mut rebuilt = Vec::new();
+        loop {
+            let after = rebuilt
+                .last()
+                .map_or(0, |n: &eventsmith_core::Notification| n.id);
+            let page = store.select_notifications(after, 1000, &[]).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            rebuilt.extend(page);
+        }
+        assert!(
+            rebuilt.iter().filter(|n| n.item.topic == "held").count() >= 6,
+            "the holder committed"
+        );
+        assert_eq!(
+            rebuilt.iter().filter(|n| n.item.topic == "mine").count(),
+            8 * 50
+        );
+        assert_eq!(applied, rebuilt, "the follower skipped or repeated a row");
+        let mut last = std::collections::HashMap::new();
+        for n in &applied {
+            let before = last
+                .insert(n.item.sequence_id, n.item.position)
+                .unwrap_or(0);
+            assert_eq!(n.item.position, before + 1, "a sequence out of order");
+        }
+        store.close().await;
+    });
 }

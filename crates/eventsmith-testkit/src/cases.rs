@@ -11,7 +11,19 @@ use eventsmith_core::{
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
+pub use crate::application::{
+    commands_take_and_use_snapshots, contended_commands_all_complete,
+    first_command_creates_with_many_events, idempotent_commands_apply_once, metadata_round_trips,
+};
 pub use crate::encryption::forged_plaintext_is_refused;
+pub use crate::follow::{
+    follower_never_skips, follower_resumes_exactly, process_applies_each_event_once,
+    two_runners_never_apply_a_page_twice,
+};
+pub use crate::idempotency::{
+    failed_keyed_append_stores_no_key, idempotency_key_replays_the_first_append,
+    racing_keyed_appends_apply_once,
+};
 
 /// An item with a payload that says where it belongs.
 pub fn item(sequence_id: Uuid, position: Version, topic: &str) -> IntegerSequencedItem {

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use eventsmith_cipher::{AesGcmCipher, Key, Keyring};
 use eventsmith_core::{
-    Aggregate, DecodeError, DecodeErrorKind, Envelope, Event, EventStore, ItemStore, LoadError,
-    Mapper, Position, Repository, Root, SnapshotStore, Version,
+    Aggregate, Application, DecodeError, DecodeErrorKind, Envelope, Event, ItemStore, LoadError,
+    Mapper, Position, SnapshotStore, Version,
 };
 use eventsmith_mapper::{Encrypt, EventMapper, EventMapperBuilder};
-use eventsmith_snapshot::{SnapshotRepository, SnapshotState};
+use eventsmith_snapshot::{SnapshotState, StoredSnapshots};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -49,27 +49,25 @@ fn encrypting(which: Encrypt) -> EventMapperBuilder<CounterEvent> {
     EventMapper::<CounterEvent>::builder().cipher(Arc::new(AesGcmCipher::new(keyring())), which)
 }
 
-type Repo<S> = SnapshotRepository<Counter, S>;
+type Repo<S> = Application<Counter, S>;
 
 fn repository<S: ItemStore + SnapshotStore>(
     store: &S,
     mapper: EventMapper<CounterEvent>,
 ) -> Repo<S> {
-    let payloads = mapper.payloads().clone();
-    SnapshotRepository::new(
-        Repository::new(EventStore::new(store.clone(), mapper)),
-        payloads,
-    )
+    let snapshots = StoredSnapshots::new(store.clone(), mapper.payloads().clone());
+    Application::builder(store.clone(), mapper)
+        .snapshots(snapshots)
+        .build()
 }
 
 /// Saves a new counter with `events` genuine (encrypted) events; returns its id.
 async fn genuine<S: ItemStore + SnapshotStore>(repo: &Repo<S>, events: usize) -> Uuid {
-    let mut root = Root::<Counter>::create(Uuid::new_v4(), Counted);
-    for _ in 1..events {
-        root.execute(|_| Ok::<_, String>([Counted])).unwrap();
-    }
-    repo.save(&mut root).await.expect("genuine save");
-    root.id()
+    let id = Uuid::new_v4();
+    repo.command(id, |_| Ok::<_, String>(vec![Counted; events]))
+        .await
+        .expect("genuine save");
+    id
 }
 
 /// A plaintext event at `version` of `id`, as a forger with write access would store it.
@@ -80,6 +78,7 @@ async fn forge_event<S: ItemStore>(store: &S, id: Uuid, version: Version) {
             originator_id: id,
             version,
             timestamp: time::OffsetDateTime::now_utc(),
+            metadata: Default::default(),
             event: Counted.into(),
         })
         .unwrap();
@@ -100,6 +99,7 @@ async fn forge_snapshot<S: SnapshotStore>(store: &S, id: Uuid, version: Version,
             Counter::SNAPSHOT_TOPIC,
             Counter::STATE_VERSION,
             now,
+            &eventsmith_core::Metadata::default(),
             &state,
         )
         .unwrap();

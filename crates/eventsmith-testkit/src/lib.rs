@@ -22,8 +22,11 @@
 //! that capability then check that it fails with [`StoreError::Unsupported`] and print the
 //! reason, instead of silently passing.
 
+pub mod application;
 pub mod cases;
 pub mod encryption;
+pub mod follow;
+pub mod idempotency;
 pub mod model;
 
 pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
@@ -62,6 +65,18 @@ macro_rules! conformance_suite {
             model_based_random_operations,
             versions_beyond_the_limit_are_invalid,
             forged_plaintext_is_refused,
+            idempotency_key_replays_the_first_append,
+            failed_keyed_append_stores_no_key,
+            racing_keyed_appends_apply_once,
+            first_command_creates_with_many_events,
+            idempotent_commands_apply_once,
+            metadata_round_trips,
+            contended_commands_all_complete,
+            commands_take_and_use_snapshots,
+            follower_never_skips,
+            follower_resumes_exactly,
+            two_runners_never_apply_a_page_twice,
+            process_applies_each_event_once,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {

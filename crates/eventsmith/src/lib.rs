@@ -1,7 +1,28 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use eventsmith_core::*;
+// What applications use, by name. Helpers for backend implementors stay in `backend`.
+pub use eventsmith_core::{
+    AfterCommit, Aggregate, AppendError, Application, ApplicationBuilder, BoxError, BoxFuture,
+    Capabilities, CipherError, Command, CommandError, Committed, Compressor, DecodeError,
+    DecodeErrorKind, Delivery, DomainEvent, EncodeError, Envelope, Event, EventStore,
+    EventTypeVisitor, EventTypes, FollowError, Follower, FollowerStatus, IdempotencyKey,
+    IntegerSequencedItem, InvalidKey, InvalidMetadata, Inventory, ItemKind, ItemStore, KeyedAppend,
+    LoadError, MAX_ID_LEN, MAX_KEY_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
+    MAX_VERSION, Mapper, MemoryProjection, MemoryStore, Metadata, Notification, PayloadCipher,
+    Policy, Position, PriorAppend, Process, ReplayError, Repository, RetryPolicy, Root, RootParts,
+    Runner, RunnerHandle, RunnerWaker, SaveError, Saved, Select, SequencedItem, SnapshotError,
+    SnapshotStore, Snapshots, StoreError, Support, Timestamp, TimestampSequencedItem, Tracking,
+    Unit, Version, backend, catch_up, domain_events, scenario,
+};
+// The derives name the core through this path, whatever the facade re-exports by name.
+#[doc(hidden)]
+pub use eventsmith_core as __core;
+
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use eventsmith_macros::{DomainEvent, Event};
+
 pub use eventsmith_mapper::{self as mapper, CodecId, Encrypt, EventMapper, Payloads};
 
 #[cfg(feature = "sqlite")]
@@ -9,6 +30,10 @@ pub use eventsmith_mapper::{self as mapper, CodecId, Encrypt, EventMapper, Paylo
 pub use eventsmith_sqlite::{
     self as sqlite, SqliteConfig, SqliteProjection, SqliteStore, Synchronous,
 };
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use eventsmith_postgres::{self as postgres, PostgresConfig, PostgresStore};
 
 #[cfg(feature = "scylla")]
 #[cfg_attr(docsrs, doc(cfg(feature = "scylla")))]
@@ -22,13 +47,11 @@ pub use eventsmith_cipher::{
 
 #[cfg(feature = "snapshot")]
 #[cfg_attr(docsrs, doc(cfg(feature = "snapshot")))]
-pub use eventsmith_snapshot::{self as snapshot, SnapshotRepository, SnapshotState};
+pub use eventsmith_snapshot::{self as snapshot, SnapshotState, StoredSnapshots};
 
 #[cfg(feature = "pubsub")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pubsub")))]
-pub use eventsmith_pubsub::{
-    self as pubsub, EventBus, PersistencePolicy, Projection, PublishingRepository,
-};
+pub use eventsmith_pubsub::{self as pubsub, EventBus, PersistencePolicy};
 
 // Every Rust snippet in the repository's README and guides is compiled (and, unless marked
 // `no_run`, run) as a doctest of the facade, with the facade's features.
@@ -47,6 +70,10 @@ mod cassandra_md {}
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/mapper-codecs-encryption.md")]
 mod mapper_codecs_encryption_md {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/postgres.md")]
+mod postgres_md {}
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/pubsub-and-projections.md")]

@@ -1,0 +1,807 @@
+//! After the commit: followers of the notification log, the runner that drives them, and
+//! process applications, whose emitted events and tracking record commit together.
+//!
+//! One contract: a [`Follower`] reads the log after its recorded position, handles a page,
+//! and records the page's last id as its new position, atomically with its output on a
+//! [`Delivery::Transactional`] store. [`catch_up`] feeds a follower until it is level with
+//! the log; a [`Runner`] does that for several followers and then follows live, woken at
+//! once by commits made through this process ([`Runner::waker`]) and by polling for commits
+//! made elsewhere.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, Envelope, Root};
+use crate::application::{AfterCommit, Application, BoxFuture};
+use crate::error::{AppendError, BoxError, CommandError, DecodeErrorKind, LoadError, StoreError};
+use crate::item::{Notification, Version};
+use crate::mapper::Mapper;
+use crate::metadata::Metadata;
+use crate::store::{ItemStore, Tracking};
+
+/// Why a follower did not apply a page.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FollowError {
+    /// The follower's recorded position is no longer where its page was read from: another
+    /// runner of the follower applied it first. Nothing of the page was applied.
+    #[error("follower {follower:?} is at {found}, not {expected}: another runner applied the page")]
+    Moved {
+        /// The follower.
+        follower: String,
+        /// The position the page was read from.
+        expected: u64,
+        /// The position recorded now.
+        found: u64,
+    },
+    /// Reading the log or writing the page failed.
+    #[error("follower store failed: {0}")]
+    Store(#[from] StoreError),
+    /// Writing the page's output failed (for a process application, a conflict that
+    /// outlasted its retries). Nothing of the page was applied.
+    #[error("cannot write the page: {0}")]
+    Append(#[source] AppendError),
+    /// The follower's handler failed on a notification; nothing of the page was applied.
+    #[error("follower {follower:?} failed at notification {id}: {source}")]
+    Handler {
+        /// The follower.
+        follower: String,
+        /// The notification it failed on.
+        id: u64,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl From<AppendError> for FollowError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::TrackingMoved {
+                follower,
+                expected,
+                found,
+            } => FollowError::Moved {
+                follower,
+                expected,
+                found,
+            },
+            AppendError::Store(e) => FollowError::Store(e),
+            other => FollowError::Append(other),
+        }
+    }
+}
+
+/// A follower of a store's notification log: a projection, a process application, an
+/// integration that forwards events elsewhere.
+///
+/// The contract: [`handle`](Self::handle) gets the notifications after `from` (the position
+/// the follower had recorded when the page was read), in id order, and must apply all of
+/// them and record the last id as its position, or apply none. On a
+/// [`Delivery::Transactional`](crate::Delivery::Transactional) store it does both in one
+/// atomic write ([`ItemStore::append_tracked`]), which also fails with
+/// [`FollowError::Moved`] when another runner applied the page first, so no page is ever
+/// applied twice.
+pub trait Follower<S: ItemStore>: Send + Sync + 'static {
+    /// The follower's name: the key of its tracking record, unique per store.
+    fn name(&self) -> &str;
+
+    /// The topics it follows; empty (the default) for all.
+    fn topics(&self) -> &[String] {
+        &[]
+    }
+
+    /// The id of the last notification it applied (0 before the first). By default the
+    /// store's tracking record.
+    ///
+    /// Dropping the future abandons the read.
+    fn position<'a>(&'a self, store: &'a S) -> BoxFuture<'a, Result<u64, FollowError>> {
+        Box::pin(async move { Ok(store.tracking_position(self.name()).await?) })
+    }
+
+    /// Applies `page` (the notifications after `from`) and records the last one's id, all or
+    /// nothing.
+    ///
+    /// Dropping the future may leave the page applied or not, never in part.
+    fn handle<'a>(
+        &'a self,
+        store: &'a S,
+        from: u64,
+        page: &'a [Notification],
+    ) -> BoxFuture<'a, Result<(), FollowError>>;
+}
+
+impl<S: ItemStore, F: Follower<S> + ?Sized> Follower<S> for Arc<F> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn topics(&self) -> &[String] {
+        (**self).topics()
+    }
+    fn position<'a>(&'a self, store: &'a S) -> BoxFuture<'a, Result<u64, FollowError>> {
+        (**self).position(store)
+    }
+    fn handle<'a>(
+        &'a self,
+        store: &'a S,
+        from: u64,
+        page: &'a [Notification],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        (**self).handle(store, from, page)
+    }
+}
+
+/// Feeds `follower` every notification after its position, in pages of at most
+/// `page_size`, until it has read the whole log; returns how many notifications it applied.
+/// A page another runner applied first is skipped (the follower goes on from there).
+///
+/// Dropping the future stops between pages or leaves the current page applied whole or not
+/// at all.
+pub async fn catch_up<S: ItemStore, F: Follower<S> + ?Sized>(
+    store: &S,
+    follower: &F,
+    page_size: usize,
+) -> Result<u64, FollowError> {
+    let mut from = follower.position(store).await?;
+    let mut applied = 0;
+    while let Some(n) = step(store, follower, page_size, &mut from).await? {
+        applied += n;
+    }
+    Ok(applied)
+}
+
+/// Reads and handles one page after `from`; `None` when there was nothing to read. Moves
+/// `from` to the follower's new position.
+async fn step<S: ItemStore, F: Follower<S> + ?Sized>(
+    store: &S,
+    follower: &F,
+    page_size: usize,
+    from: &mut u64,
+) -> Result<Option<u64>, FollowError> {
+    let topics: Vec<&str> = follower.topics().iter().map(String::as_str).collect();
+    let page = store
+        .select_notifications(*from, page_size.max(1), &topics)
+        .await?;
+    let Some(last) = page.last().map(|n| n.id) else {
+        return Ok(None);
+    };
+    match follower.handle(store, *from, &page).await {
+        Ok(()) => {
+            *from = last;
+            Ok(Some(page.len() as u64))
+        }
+        Err(FollowError::Moved { found, .. }) => {
+            // Another runner applied it; go on from where that one got to.
+            *from = found;
+            Ok(Some(0))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a runner knows of one follower, for [`RunnerHandle::status`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FollowerStatus {
+    /// The id of the last notification it applied.
+    pub position: u64,
+    /// The highest notification id when it last looked.
+    pub head: u64,
+    /// Pages it applied since the runner started.
+    pub pages: u64,
+    /// The last failure, until the next page applies.
+    pub last_error: Option<String>,
+}
+
+impl FollowerStatus {
+    /// How far behind the log the follower is: head minus position.
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.position)
+    }
+}
+
+/// Drives followers of one store: each catches up from its recorded position, then follows
+/// live, in its own task.
+///
+/// ```
+/// # use eventsmith_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// let counted = std::sync::Arc::new(MemoryProjection::new("count", 0u64, |n: &mut u64, _| {
+///     *n += 1;
+///     Ok(())
+/// }));
+/// let runner = Runner::new(store.clone()).follow(counted.clone());
+/// let waker = runner.waker(); // an AfterCommit hook: `.publish_to(waker)` on an application
+/// let running = runner.start();
+/// let item = SequencedItem { sequence_id: uuid::Uuid::new_v4(), position: 1, topic: "t".into(), payload: vec![] };
+/// store.append(vec![item]).await?;
+/// waker.wake();
+/// running.wait_for("count", 1).await;
+/// assert_eq!(counted.view(), 1);
+/// running.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct Runner<S: ItemStore> {
+    store: S,
+    followers: Vec<Arc<dyn Follower<S>>>,
+    page_size: usize,
+    poll_interval: Duration,
+    notifies: Vec<Arc<Notify>>,
+    waker: RunnerWaker,
+}
+
+impl<S: ItemStore> fmt::Debug for Runner<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.followers.iter().map(|f| f.name()).collect();
+        f.debug_struct("Runner")
+            .field("followers", &names)
+            .field("page_size", &self.page_size)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+impl<S: ItemStore> Runner<S> {
+    /// A runner on `store`, with pages of 256 notifications and a poll every 100 ms.
+    pub fn new(store: S) -> Self {
+        Runner {
+            store,
+            followers: Vec::new(),
+            page_size: 256,
+            poll_interval: Duration::from_millis(100),
+            notifies: Vec::new(),
+            waker: RunnerWaker::default(),
+        }
+    }
+
+    /// Adds a follower.
+    pub fn follow(mut self, follower: impl Follower<S>) -> Self {
+        let notify = Arc::new(Notify::new());
+        self.waker.add(notify.clone());
+        self.followers.push(Arc::new(follower));
+        self.notifies.push(notify);
+        self
+    }
+
+    /// Is woken by `waker` (made before the runner, for example handed to an application's
+    /// builder first) as well as by its own.
+    pub fn woken_by(mut self, waker: &RunnerWaker) -> Self {
+        for notify in &self.notifies {
+            waker.add(notify.clone());
+        }
+        self.waker = waker.clone();
+        self
+    }
+
+    /// Reads at most `n` notifications per page (at least 1): the bound on what one page
+    /// holds in memory, and on what a shutdown waits for.
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.page_size = n.max(1);
+        self
+    }
+
+    /// How often a follower that is level with the log looks again, for commits made by
+    /// other processes (commits through [`waker`](Self::waker) wake it at once).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Wakes this runner's followers (also those added later): pass it to
+    /// [`ApplicationBuilder::publish_to`](crate::ApplicationBuilder::publish_to) so that a
+    /// commit in this process is followed at once.
+    pub fn waker(&self) -> RunnerWaker {
+        self.waker.clone()
+    }
+
+    /// Starts one task per follower on the current tokio runtime.
+    ///
+    /// Each catches up from its recorded position, then follows live. A failing page is
+    /// retried after the poll interval (logged, and shown in
+    /// [`RunnerHandle::status`]); nothing after it is applied before it.
+    pub fn start(self) -> RunnerHandle {
+        let (stop, stopped) = watch::channel(false);
+        let status = Arc::new(Mutex::new(HashMap::new()));
+        let tasks = self
+            .followers
+            .into_iter()
+            .zip(self.notifies)
+            .map(|(follower, wake)| {
+                let task = FollowerTask {
+                    store: self.store.clone(),
+                    follower,
+                    page_size: self.page_size,
+                    poll_interval: self.poll_interval,
+                    wake,
+                    stopped: stopped.clone(),
+                    status: status.clone(),
+                };
+                tokio::spawn(task.run())
+            })
+            .collect();
+        RunnerHandle {
+            stop,
+            tasks,
+            status,
+        }
+    }
+}
+
+/// Wakes the followers of the runners it was given to; an [`AfterCommit`] hook. Cheap to
+/// clone; clones wake the same followers.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerWaker {
+    notifies: Arc<Mutex<Vec<Arc<Notify>>>>,
+}
+
+impl RunnerWaker {
+    /// A waker for runners made later ([`Runner::woken_by`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, notify: Arc<Notify>) {
+        self.notifies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(notify);
+    }
+
+    /// Wakes every follower now (a follower busy with a page looks again right after it).
+    pub fn wake(&self) {
+        for n in self
+            .notifies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            n.notify_one();
+        }
+    }
+}
+
+impl<E> AfterCommit<E> for RunnerWaker {
+    fn after_commit<'a>(&'a self, _: &'a [Envelope<E>]) -> BoxFuture<'a, Result<(), BoxError>> {
+        self.wake();
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A started [`Runner`].
+#[derive(Debug)]
+pub struct RunnerHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    status: Arc<Mutex<HashMap<String, FollowerStatus>>>,
+}
+
+impl RunnerHandle {
+    /// What the runner knows of `follower` (its position, the head, its lag).
+    pub fn status(&self, follower: &str) -> Option<FollowerStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(follower)
+            .cloned()
+    }
+
+    /// Waits until `follower` has applied everything up to notification `id`.
+    ///
+    /// Dropping the future stops waiting; the runner goes on.
+    pub async fn wait_for(&self, follower: &str, id: u64) {
+        while self.status(follower).is_none_or(|s| s.position < id) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Stops every follower after the page it is applying, and waits for them. No page is
+    /// left half applied; the next runner starts from the recorded positions.
+    ///
+    /// Dropping the future does not cancel the stop: the followers stop after their pages.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct FollowerTask<S: ItemStore> {
+    store: S,
+    follower: Arc<dyn Follower<S>>,
+    page_size: usize,
+    poll_interval: Duration,
+    wake: Arc<Notify>,
+    stopped: watch::Receiver<bool>,
+    status: Arc<Mutex<HashMap<String, FollowerStatus>>>,
+}
+
+impl<S: ItemStore> FollowerTask<S> {
+    fn update(&self, change: impl FnOnce(&mut FollowerStatus)) {
+        let mut all = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        change(all.entry(self.follower.name().to_owned()).or_default());
+    }
+
+    async fn run(mut self) {
+        let name = self.follower.name().to_owned();
+        let mut from = None;
+        while !*self.stopped.borrow() {
+            match self.follow(&mut from).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(follower = %name, error = %e, "follower failed; retrying after the poll interval");
+                    self.update(|s| s.last_error = Some(e.to_string()));
+                    // Read the position again: the failure may have been another runner's page.
+                    from = None;
+                }
+            }
+            let wait = self.poll_interval;
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stopped.changed() => {}
+            }
+        }
+    }
+
+    /// Catches up, page by page, stopping early when asked to.
+    async fn follow(&mut self, from: &mut Option<u64>) -> Result<(), FollowError> {
+        let mut position = match *from {
+            Some(p) => p,
+            None => self.follower.position(&self.store).await?,
+        };
+        *from = Some(position);
+        self.update(|s| s.position = position);
+        loop {
+            if *self.stopped.borrow() {
+                return Ok(());
+            }
+            let applied = step(&self.store, &*self.follower, self.page_size, &mut position).await?;
+            *from = Some(position);
+            let head = self.store.max_notification_id().await?;
+            self.update(|s| {
+                s.position = position;
+                s.head = head;
+                if applied.is_some_and(|n| n > 0) {
+                    s.pages += 1;
+                    s.last_error = None;
+                }
+            });
+            if applied.is_none() {
+                return Ok(());
+            }
+            tracing::debug!(follower = %self.follower.name(), position, lag = head.saturating_sub(position), "page applied");
+        }
+    }
+}
+
+/// A projection whose view lives in memory, with its position: a page changes a copy of the
+/// view, which replaces the view (with the new position) only when the whole page applied.
+/// Its position is not in the store, so it starts from the beginning in every process.
+pub struct MemoryProjection<V, F> {
+    name: String,
+    state: Mutex<(V, u64)>,
+    apply: F,
+}
+
+impl<V: fmt::Debug, F> fmt::Debug for MemoryProjection<V, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryProjection")
+            .field("name", &self.name)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V, F> MemoryProjection<V, F>
+where
+    V: Clone + Send + 'static,
+    F: Fn(&mut V, &Notification) -> Result<(), BoxError> + Send + Sync + 'static,
+{
+    /// A projection named `name`, starting from `view` at the start of the log.
+    pub fn new(name: &str, view: V, apply: F) -> Self {
+        MemoryProjection {
+            name: name.to_owned(),
+            state: Mutex::new((view, 0)),
+            apply,
+        }
+    }
+
+    /// A copy of the view.
+    pub fn view(&self) -> V {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+}
+
+impl<S, V, F> Follower<S> for MemoryProjection<V, F>
+where
+    S: ItemStore,
+    V: Clone + Send + 'static,
+    F: Fn(&mut V, &Notification) -> Result<(), BoxError> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn position<'a>(&'a self, _: &'a S) -> BoxFuture<'a, Result<u64, FollowError>> {
+        let position = self.state.lock().unwrap_or_else(|e| e.into_inner()).1;
+        Box::pin(async move { Ok(position) })
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _: &'a S,
+        from: u64,
+        page: &'a [Notification],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        let result = (|| {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.1 != from {
+                return Err(FollowError::Moved {
+                    follower: self.name.clone(),
+                    expected: from,
+                    found: state.1,
+                });
+            }
+            let mut next = state.0.clone();
+            for n in page {
+                (self.apply)(&mut next, n).map_err(|source| FollowError::Handler {
+                    follower: self.name.clone(),
+                    id: n.id,
+                    source,
+                })?;
+            }
+            *state = (next, page.last().map_or(from, |n| n.id));
+            Ok(())
+        })();
+        Box::pin(async move { result })
+    }
+}
+
+/// What a process application does about one upstream event: commands on its own
+/// aggregates, through the [`Unit`] of work of the page.
+///
+/// Implement it on a type of your own; the method returns a boxed future
+/// (`Box::pin(async move { .. })`).
+pub trait Policy<U, A: Aggregate, S>: Send + Sync + 'static {
+    /// Reacts to `event` by running commands on `unit`. An error fails the whole page
+    /// (nothing of it is written); the runner retries it.
+    fn react<'a>(
+        &'a self,
+        event: &'a Envelope<U>,
+        unit: &'a mut Unit<A, S>,
+    ) -> BoxFuture<'a, Result<(), BoxError>>;
+}
+
+/// The aggregates a process application changes while handling one page: loaded once,
+/// changed by commands, and saved together with the tracking record when the page is done.
+pub struct Unit<A: Aggregate, S> {
+    app: Application<A, S>,
+    roots: HashMap<Uuid, (Root<A>, Version)>,
+    order: Vec<Uuid>,
+    cause: Metadata,
+}
+
+impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Unit<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unit")
+            .field("aggregates", &self.order)
+            .field("cause", &self.cause)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate, S: ItemStore> Unit<A, S> {
+    /// The aggregate as this page left it so far (version 0 in its default state when it
+    /// has no events).
+    ///
+    /// Dropping the future abandons the load.
+    pub async fn get(&mut self, id: Uuid) -> Result<&Root<A>, LoadError> {
+        Ok(&self.load(id).await?.0)
+    }
+
+    async fn load(&mut self, id: Uuid) -> Result<&mut (Root<A>, Version), LoadError> {
+        if !self.roots.contains_key(&id) {
+            let root = self
+                .app
+                .load(id, None)
+                .await?
+                .unwrap_or_else(|| Root::empty(id));
+            let version = root.version();
+            self.roots.insert(id, (root, version));
+            self.order.push(id);
+        }
+        Ok(self.roots.get_mut(&id).expect("inserted above"))
+    }
+
+    /// Runs a command on aggregate `id`; its events are saved with the page. They carry the
+    /// upstream event as their causation id and its correlation id (or, without one, the
+    /// upstream event itself) and user entries.
+    ///
+    /// Dropping the future abandons the load; nothing is written.
+    pub async fn execute<I, E>(
+        &mut self,
+        id: Uuid,
+        decide: impl FnOnce(&A) -> Result<I, E>,
+    ) -> Result<(), CommandError<E>>
+    where
+        I: IntoIterator,
+        I::Item: Into<A::Event>,
+    {
+        let cause = self.cause.clone();
+        let (root, _) = self.load(id).await?;
+        let before = root.pending().len();
+        root.execute(decide)?;
+        root.stamp_pending(before, &cause);
+        Ok(())
+    }
+}
+
+/// A process application: follows the log, turns upstream events into commands on its own
+/// aggregates (its [`Policy`]), and saves the events those commands emit together with its
+/// tracking record, in one atomic write. On a transactional store that is exactly-once
+/// processing: a crash before the write redoes the page; after it, never.
+///
+/// Upstream events are decoded with the upstream mapper; notifications of topics it does not
+/// know (other applications sharing the store) are passed over. A conflict with another
+/// writer of the process's aggregates re-runs the page on fresh state, as the application's
+/// [`RetryPolicy`](crate::RetryPolicy) says.
+pub struct Process<U, A: Aggregate, S> {
+    name: String,
+    upstream: Arc<dyn Mapper<U>>,
+    app: Application<A, S>,
+    policy: Arc<dyn Policy<U, A, S>>,
+    topics: Vec<String>,
+}
+
+impl<U, A: Aggregate, S: fmt::Debug> fmt::Debug for Process<U, A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("app", &self.app)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Process<U, A, S> {
+    /// A process named `name` (its tracking record's key) reading upstream events with
+    /// `upstream` and running `policy` on the aggregates of `app`.
+    pub fn new(
+        name: &str,
+        upstream: impl Mapper<U>,
+        app: Application<A, S>,
+        policy: impl Policy<U, A, S>,
+    ) -> Self {
+        Process {
+            name: name.to_owned(),
+            upstream: Arc::new(upstream),
+            app,
+            policy: Arc::new(policy),
+            topics: Vec::new(),
+        }
+    }
+
+    /// Follows only these upstream topics (all by default).
+    pub fn topics(mut self, topics: &[&str]) -> Self {
+        self.topics = topics.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
+    /// Runs the policy over the page; the items to append and the aggregates they change.
+    async fn decide(&self, page: &[Notification]) -> Result<Unit<A, S>, FollowError> {
+        let mut unit = Unit {
+            app: self.app.clone(),
+            roots: HashMap::new(),
+            order: Vec::new(),
+            cause: Metadata::default(),
+        };
+        for n in page {
+            let event = match self.upstream.decode(&n.item) {
+                Ok(event) => event,
+                Err(e) if matches!(e.kind, DecodeErrorKind::UnknownTopic) => continue,
+                Err(e) => return Err(self.failed(n.id, e)),
+            };
+            let upstream = format!("{}/{}", event.originator_id, event.version);
+            unit.cause = Metadata {
+                correlation_id: event
+                    .metadata
+                    .correlation_id
+                    .clone()
+                    .or_else(|| Some(upstream.clone())),
+                causation_id: Some(upstream),
+                user: event.metadata.user.clone(),
+            };
+            self.policy
+                .react(&event, &mut unit)
+                .await
+                .map_err(|e| self.failed(n.id, e))?;
+        }
+        Ok(unit)
+    }
+
+    fn failed(&self, id: u64, source: impl Into<BoxError>) -> FollowError {
+        FollowError::Handler {
+            follower: self.name.clone(),
+            id,
+            source: source.into(),
+        }
+    }
+}
+
+impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Process<U, A, S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn handle<'a>(
+        &'a self,
+        store: &'a S,
+        from: u64,
+        page: &'a [Notification],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        Box::pin(async move {
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            let mapper = self.app.repository().event_store().mapper().clone();
+            let mut pauses = self.app.retry_policy().pauses_between();
+            loop {
+                let mut unit = self.decide(page).await?;
+                let mut items = Vec::new();
+                for id in &unit.order {
+                    for envelope in unit.roots[id].0.pending() {
+                        items.push(
+                            mapper
+                                .encode(envelope)
+                                .map_err(|e| self.failed(last.id, e))?,
+                        );
+                    }
+                }
+                let tracking = Tracking {
+                    follower: self.name.clone(),
+                    from,
+                    to: last.id,
+                };
+                match store.append_tracked(items, tracking).await {
+                    Ok(_) => {
+                        for id in &unit.order {
+                            let (root, before) = unit.roots.get_mut(id).expect("in order");
+                            let events = root.commit_pending();
+                            self.app.committed(root, *before, &events).await;
+                        }
+                        return Ok(());
+                    }
+                    Err(AppendError::Conflict { .. }) => match pauses.next() {
+                        // Another writer changed one of the aggregates: decide again.
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        None => {
+                            return Err(FollowError::Append(AppendError::Store(
+                                StoreError::Busy {
+                                    source: "conflicts outlasted the retry policy".into(),
+                                },
+                            )));
+                        }
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+    }
+}

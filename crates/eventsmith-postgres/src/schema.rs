@@ -1,0 +1,171 @@
+//! The schema, its version, and the check on open that keeps eventsmith away from tables it
+//! did not write and from schemas newer than this build.
+
+use eventsmith_core::StoreError;
+
+use crate::config::PostgresConfig;
+use crate::error::from_pg;
+use crate::pool::Conn;
+
+/// The schema version this build creates and reads, kept in the one-row `schema_version`
+/// table. Opening a schema with a newer version fails with [`StoreError::Corrupt`] before
+/// anything is written.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Version 1. Notification ids come from an identity column, drawn only while the append
+/// holds the `integer_items` lock to its commit (see the crate docs): an id is never handed
+/// out twice, and ids increase in commit order.
+const CREATE_V1: &str = "
+CREATE TABLE schema_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version integer NOT NULL
+);
+CREATE TABLE integer_items (
+    notification_id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) NOT NULL,
+    sequence_id uuid NOT NULL,
+    position bigint NOT NULL,
+    topic text NOT NULL,
+    payload bytea NOT NULL,
+    PRIMARY KEY (sequence_id, position),
+    UNIQUE (notification_id)
+);
+CREATE TABLE timestamp_items (
+    sequence_id uuid NOT NULL,
+    position bigint NOT NULL,
+    topic text NOT NULL,
+    payload bytea NOT NULL,
+    PRIMARY KEY (sequence_id, position)
+);
+CREATE TABLE snapshots (
+    sequence_id uuid NOT NULL,
+    position bigint NOT NULL,
+    topic text NOT NULL,
+    payload bytea NOT NULL,
+    PRIMARY KEY (sequence_id, position)
+);
+CREATE TABLE tracking (
+    projection text PRIMARY KEY,
+    notification_id bigint NOT NULL
+);
+CREATE TABLE idempotency_keys (
+    sequence_id uuid NOT NULL,
+    key text NOT NULL,
+    first_position bigint NOT NULL,
+    last_position bigint NOT NULL,
+    PRIMARY KEY (sequence_id, key)
+);
+";
+
+/// The tables of the current version, for recognising a foreign schema.
+const TABLES: [&str; 6] = [
+    "integer_items",
+    "timestamp_items",
+    "snapshots",
+    "tracking",
+    "idempotency_keys",
+    "schema_version",
+];
+
+/// Creates the schema when it is missing, or checks its version; in one transaction under an
+/// advisory lock named after the schema, so stores opening the same empty schema at once
+/// create it once.
+pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<(), StoreError> {
+    let address = config.address();
+    let pg = |e| from_pg(e, &address);
+    let client = &mut conn.client;
+    let tx = client.transaction().await.map_err(pg)?;
+    // current_schema() is the first existing schema of the search_path; a configured schema
+    // may not exist yet, so its name is used instead.
+    let lock_name = match config.schema() {
+        Some(schema) => schema.to_owned(),
+        None => {
+            let row = tx
+                .query_one("SELECT coalesce(current_schema(), '')", &[])
+                .await
+                .map_err(pg)?;
+            row.get(0)
+        }
+    };
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('eventsmith.schema.' || $1::text))",
+        &[&lock_name],
+    )
+    .await
+    .map_err(pg)?;
+    if let Some(schema) = config.schema() {
+        // The name was checked (lowercase letters, digits, underscores): no quoting needed,
+        // and identifiers cannot be bind parameters.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(pg)?;
+    }
+    let row = tx
+        .query_one(
+            "SELECT current_schema(), \
+             (SELECT array_agg(c.relname::text) FROM pg_class c \
+              JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+              AND c.relname::text = ANY($1::text[]))",
+            &[&&TABLES[..]],
+        )
+        .await
+        .map_err(pg)?;
+    let schema: Option<String> = row.get(0);
+    let Some(schema) = schema else {
+        return Err(StoreError::Config {
+            detail: format!(
+                "{address}: no schema of the search_path exists; set one with the schema URL parameter"
+            ),
+        });
+    };
+    let present: Vec<String> = row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
+    if present.is_empty() {
+        tx.batch_execute(CREATE_V1).await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(pg)?;
+        return tx.commit().await.map_err(pg);
+    }
+    if !present.iter().any(|t| t == "schema_version") {
+        return Err(StoreError::Corrupt {
+            detail: format!(
+                "{address}: schema {schema} has tables named like eventsmith's ({}) but no schema_version table; refusing to touch it",
+                present.join(", ")
+            ),
+        });
+    }
+    let version: Option<i32> = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(pg)?
+        .map(|r| r.get(0));
+    match version {
+        Some(SCHEMA_VERSION) => {}
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "{address}: schema {schema} has eventsmith schema version {v}, newer than the {SCHEMA_VERSION} this build reads; upgrade eventsmith"
+                ),
+            });
+        }
+        other => {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "{address}: schema {schema} has unknown eventsmith schema version {other:?}"
+                ),
+            });
+        }
+    }
+    if present.len() != TABLES.len() {
+        return Err(StoreError::Corrupt {
+            detail: format!(
+                "{address}: schema {schema} (version {SCHEMA_VERSION}) lacks some tables: has only {}",
+                present.join(", ")
+            ),
+        });
+    }
+    tx.commit().await.map_err(pg)
+}

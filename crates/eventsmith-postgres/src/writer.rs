@@ -1,0 +1,560 @@
+//! The writer task: every integer-sequenced append goes through it, and appends that queue
+//! up while it commits are committed together, in one transaction that holds the
+//! `integer_items` lock to its commit (group commit).
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use eventsmith_core::{
+    AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Position, PriorAppend,
+    StoreError,
+};
+use futures_util::future::{join, join_all, join3};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::config::PostgresConfig;
+use crate::error::{from_pg, is_connection_lost, is_unique_violation};
+use crate::pool::Conn;
+
+/// The rows of a batch as arrays, for `unnest`; the batch's order is the array order.
+const BATCH: &str = "batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[])
+        WITH ORDINALITY AS b (sequence_id, position, topic, payload, ord)
+), conflict AS (
+    SELECT b.sequence_id, b.position FROM batch b
+    JOIN integer_items i ON i.sequence_id = b.sequence_id AND i.position = b.position
+    ORDER BY b.ord LIMIT 1
+)";
+
+/// One append: inserts the batch unless one of its items exists, and says which. Runs
+/// under the table lock, so no other writer can insert between the check and the insert.
+fn insert_sql() -> String {
+    format!(
+        "WITH {BATCH}, inserted AS (
+    INSERT INTO integer_items (sequence_id, position, topic, payload)
+    SELECT sequence_id, position, topic, payload FROM batch
+    WHERE NOT EXISTS (SELECT 1 FROM conflict) ORDER BY ord
+    RETURNING notification_id
+)
+SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id) FROM inserted),
+    (SELECT count(*) FROM inserted), (SELECT sequence_id FROM conflict),
+    (SELECT position FROM conflict), NULL::bigint, NULL::bigint"
+    )
+}
+
+/// A keyed append: as [`insert_sql`], unless the key is stored for the sequence, and the
+/// key is inserted with the items.
+fn insert_keyed_sql() -> String {
+    format!(
+        "WITH prior AS (
+    SELECT first_position, last_position FROM idempotency_keys
+    WHERE sequence_id = $8 AND key = $5
+), {BATCH}, inserted AS (
+    INSERT INTO integer_items (sequence_id, position, topic, payload)
+    SELECT sequence_id, position, topic, payload FROM batch
+    WHERE NOT EXISTS (SELECT 1 FROM prior) AND NOT EXISTS (SELECT 1 FROM conflict) ORDER BY ord
+    RETURNING notification_id
+), stored_key AS (
+    INSERT INTO idempotency_keys (sequence_id, key, first_position, last_position)
+    SELECT $8, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM inserted)
+)
+SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id) FROM inserted),
+    (SELECT count(*) FROM inserted), (SELECT sequence_id FROM conflict),
+    (SELECT position FROM conflict), (SELECT first_position FROM prior),
+    (SELECT last_position FROM prior)"
+    )
+}
+
+/// Reads back the items of a batch, for resolving an append whose outcome was lost with
+/// its connection.
+const RESOLVE: &str = "SELECT b.ord, i.topic, i.payload, i.notification_id
+    FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS b (sequence_id, position, ord)
+    LEFT JOIN integer_items i ON i.sequence_id = b.sequence_id AND i.position = b.position
+    ORDER BY b.ord";
+
+const LOCK: &str = "LOCK TABLE integer_items IN EXCLUSIVE MODE";
+
+/// What the writer returns for one append.
+pub(crate) type Reply = Result<KeyedAppend, AppendError>;
+
+/// One append handed to the writer.
+pub(crate) struct Job {
+    pub(crate) items: Vec<IntegerSequencedItem>,
+    /// The key and what it records, for `append_with_key`.
+    pub(crate) key: Option<(IdempotencyKey, PriorAppend)>,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+/// Counters of the writer, for tests and tuning.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    appends: AtomicU64,
+    transactions: AtomicU64,
+}
+
+/// How many appends the writer committed, in how many transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Appends committed (or answered with a conflict or a prior key).
+    pub appends: u64,
+    /// Transactions run for them; appends per transaction is the group size.
+    pub transactions: u64,
+}
+
+impl Counters {
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            appends: self.appends.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A batch's columns, owned while its statement runs.
+struct Columns {
+    ids: Vec<Uuid>,
+    positions: Vec<i64>,
+    topics: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    key: Option<(String, i64, i64, Uuid)>,
+}
+
+impl Columns {
+    fn of(job: &Job) -> Columns {
+        let n = job.items.len();
+        let mut c = Columns {
+            ids: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            topics: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            key: job.key.as_ref().map(|(key, prior)| {
+                (
+                    key.as_str().to_owned(),
+                    *prior.versions.start() as i64,
+                    *prior.versions.end() as i64,
+                    prior.sequence_id,
+                )
+            }),
+        };
+        for item in &job.items {
+            c.ids.push(item.sequence_id);
+            // Checked against MAX_VERSION before the job was queued.
+            c.positions.push(item.position as i64);
+            c.topics.push(item.topic.clone());
+            c.payloads.push(item.payload.clone());
+        }
+        c
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut p: Vec<&(dyn ToSql + Sync)> =
+            vec![&self.ids, &self.positions, &self.topics, &self.payloads];
+        if let Some((key, first, last, id)) = &self.key {
+            p.extend([key as &(dyn ToSql + Sync), first, last, id]);
+        }
+        p
+    }
+}
+
+/// The writer: its connection (opened on demand, reopened after a failure) and its queue.
+pub(crate) struct Writer {
+    config: PostgresConfig,
+    address: String,
+    conn: Option<(Conn, i32)>,
+    counters: Arc<Counters>,
+}
+
+/// How many scheduler turns the writer waits, at most, for the callers of its last group
+/// before committing a smaller group.
+const GATHER_TURNS: usize = 16;
+
+/// Runs the writer until every sender is dropped; what is queued then is still committed.
+pub(crate) async fn run(
+    config: PostgresConfig,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    counters: Arc<Counters>,
+) {
+    let max_group = config.max_group.max(1);
+    let mut writer = Writer {
+        address: config.address(),
+        config,
+        conn: None,
+        counters,
+    };
+    // How many appends the last group answered: the callers that were waiting then are
+    // likely to be back with their next append within a few scheduler turns.
+    let mut last_group = 0;
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        let mut turns = 0;
+        while group.len() < max_group {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                // Commits are serialised by the log lock, so a group that leaves behind an
+                // append arriving a moment later costs that append a whole extra commit.
+                // Waiting a few scheduler turns (microseconds, no timer) for the callers of
+                // the last group lets them join; a lone caller (last group of 1) never waits.
+                Err(_) if group.len() < last_group && turns < GATHER_TURNS => {
+                    turns += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
+        }
+        last_group = group.len();
+        // A caller that dropped its future no longer waits, but its append is committed all
+        // the same (it may have been sent already): the store documents this.
+        writer.commit_group(group).await;
+    }
+}
+
+/// How a group's transaction ended.
+enum GroupEnd {
+    /// Committed: one result row per job.
+    Committed(Vec<Row>),
+    /// Rolled back by a server error: nothing was written.
+    Failed {
+        /// Which job's statement failed, if one did (else BEGIN or the lock).
+        job: Option<usize>,
+        error: tokio_postgres::Error,
+    },
+    /// The connection was lost: whether it committed is not known yet.
+    Lost(tokio_postgres::Error),
+}
+
+impl Writer {
+    fn pg(&self, e: tokio_postgres::Error) -> StoreError {
+        from_pg(e, &self.address)
+    }
+
+    /// The writer's connection and its server process id, opened when needed.
+    async fn connection(&mut self) -> Result<&mut (Conn, i32), StoreError> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|(c, _)| c.client.is_closed())
+        {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let conn = Conn::open(&self.config).await?;
+            let pid: i32 = conn
+                .client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(|e| from_pg(e, &self.address))?
+                .get(0);
+            self.conn = Some((conn, pid));
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
+    async fn commit_group(&mut self, group: Vec<Job>) {
+        self.counters
+            .appends
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        let end = match self.run_group(&group).await {
+            Ok(end) => end,
+            Err(e) => {
+                // No connection: nothing was sent.
+                let text = e.to_string();
+                let mut first = Some(e);
+                for job in group {
+                    let e = first.take().unwrap_or_else(|| StoreError::Unreachable {
+                        address: self.address.clone(),
+                        source: text.clone().into(),
+                    });
+                    let _ = job.reply.send(Err(e.into()));
+                }
+                return;
+            }
+        };
+        match end {
+            GroupEnd::Committed(rows) => {
+                for (job, row) in group.into_iter().zip(rows) {
+                    let result = read_result(&job, &row, &self.address);
+                    let _ = job.reply.send(result);
+                }
+            }
+            GroupEnd::Failed { job: Some(_), .. } if group.len() > 1 => {
+                // One append failed and took its neighbours down: each is tried on its own.
+                for job in group {
+                    self.commit_alone(job).await;
+                }
+            }
+            GroupEnd::Failed { job, error } => {
+                let is_job_error = job.is_some();
+                let text = error.to_string();
+                let mut first = Some(error);
+                for job in group {
+                    let e = first.take();
+                    let result = match e {
+                        Some(e) if is_job_error && is_unique_violation(&e) => {
+                            // Another writer that does not take the lock inserted one of the
+                            // items: the conflict is reported as usual.
+                            self.find_conflict(&job.items).await
+                        }
+                        Some(e) => Err(AppendError::Store(self.pg(e))),
+                        None => Err(AppendError::Store(StoreError::Busy {
+                            source: text.clone().into(),
+                        })),
+                    };
+                    let _ = job.reply.send(result);
+                }
+            }
+            GroupEnd::Lost(error) => {
+                let pid = self.conn.take().map(|(_, pid)| pid);
+                let text = error.to_string();
+                for job in group {
+                    let result = self.resolve(&job, pid, &text).await;
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn commit_alone(&mut self, job: Job) {
+        // Counted once already, in the group.
+        self.counters.appends.fetch_sub(1, Ordering::Relaxed);
+        Box::pin(self.commit_group(vec![job])).await;
+    }
+
+    /// Sends BEGIN, the lock, every job's statement and COMMIT in one pipeline (one round
+    /// trip and one WAL flush for the whole group), then reads how it ended.
+    async fn run_group(&mut self, group: &[Job]) -> Result<GroupEnd, StoreError> {
+        let address = self.address.clone();
+        let counters = self.counters.clone();
+        let (conn, _) = self.connection().await?;
+        let prepared = async {
+            Ok::<_, tokio_postgres::Error>((
+                conn.prepare("BEGIN").await?,
+                conn.prepare(LOCK).await?,
+                conn.prepare(&insert_sql()).await?,
+                conn.prepare(&insert_keyed_sql()).await?,
+                conn.prepare("COMMIT").await?,
+            ))
+        }
+        .await;
+        let (begin, lock, insert, insert_keyed, commit) = match prepared {
+            Ok(statements) => statements,
+            Err(e) if is_connection_lost(&e) => {
+                self.conn = None;
+                return Err(from_pg(e, &address));
+            }
+            Err(e) => return Err(from_pg(e, &address)),
+        };
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let columns: Vec<Columns> = group.iter().map(Columns::of).collect();
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = columns.iter().map(Columns::params).collect();
+        let client = &conn.client;
+        let statements = group.iter().zip(&params).map(|(job, params)| {
+            let statement = if job.key.is_some() {
+                &insert_keyed
+            } else {
+                &insert
+            };
+            client.query_one(statement, params)
+        });
+        let ((began, locked), rows, committed) = join3(
+            join(client.execute(&begin, &[]), client.execute(&lock, &[])),
+            join_all(statements),
+            client.execute(&commit, &[]),
+        )
+        .await;
+        // The first server error (in pipeline order) says why the transaction rolled back;
+        // a lost connection alone leaves the outcome open.
+        let mut first_error = None;
+        let mut lost = None;
+        let mut consider = |job: Option<usize>, e: tokio_postgres::Error| {
+            if is_connection_lost(&e) {
+                lost.get_or_insert(e);
+            } else if first_error.is_none() {
+                first_error = Some((job, e));
+            }
+        };
+        if let Err(e) = began {
+            consider(None, e);
+        }
+        if let Err(e) = locked {
+            consider(None, e);
+        }
+        let mut ok_rows = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            match row {
+                Ok(row) => ok_rows.push(row),
+                Err(e) => consider(Some(i), e),
+            }
+        }
+        if let Some((job, error)) = first_error {
+            // The server rolled the transaction back (COMMIT of a failed transaction is a
+            // rollback), whatever happened to the connection after.
+            return Ok(GroupEnd::Failed { job, error });
+        }
+        match committed {
+            Err(e) if is_connection_lost(&e) => return Ok(GroupEnd::Lost(e)),
+            Err(e) => {
+                return Ok(GroupEnd::Failed {
+                    job: None,
+                    error: e,
+                });
+            }
+            Ok(_) => {}
+        }
+        if let Some(e) = lost {
+            return Ok(GroupEnd::Lost(e));
+        }
+        Ok(GroupEnd::Committed(ok_rows))
+    }
+
+    /// The first item of `items` (in batch order) that exists, as a conflict. Used when an
+    /// insert raced a writer that does not take the lock.
+    async fn find_conflict(&mut self, items: &[IntegerSequencedItem]) -> Reply {
+        let address = self.address.clone();
+        let (conn, _) = self.connection().await?;
+        let ids: Vec<Uuid> = items.iter().map(|i| i.sequence_id).collect();
+        let positions: Vec<i64> = items.iter().map(|i| i.position as i64).collect();
+        let rows = conn
+            .client
+            .query(RESOLVE, &[&ids, &positions])
+            .await
+            .map_err(|e| from_pg(e, &address))?;
+        for row in rows {
+            let ord: i64 = row.get(0);
+            let found: Option<i64> = row.get(3);
+            if found.is_some() {
+                let item = &items[(ord - 1) as usize];
+                return Err(AppendError::Conflict {
+                    sequence_id: item.sequence_id,
+                    position: Position::Version(item.position),
+                });
+            }
+        }
+        Err(AppendError::Store(StoreError::Busy {
+            source: "an item of the batch was being written by another transaction that rolled back; retry".into(),
+        }))
+    }
+
+    /// Finds out whether a group whose connection was lost committed: ends the old server
+    /// process first (so that it cannot commit after we look), then reads the items back.
+    async fn resolve(&mut self, job: &Job, pid: Option<i32>, lost: &str) -> Reply {
+        let unknown = |source: String| {
+            AppendError::Store(StoreError::OutcomeUnknown {
+                commit_id: Uuid::new_v4(),
+                source: source.into(),
+            })
+        };
+        let address = self.address.clone();
+        let conn = match self.connection().await {
+            Ok((conn, _)) => conn,
+            Err(e) => return Err(unknown(format!("{lost}; then: {e}"))),
+        };
+        if let Some(pid) = pid {
+            // Waits up to 10 s for the old process to end; false when it had already gone.
+            let _ = conn
+                .client
+                .query_one("SELECT pg_terminate_backend($1, 10000)", &[&pid])
+                .await;
+            let alive = conn
+                .client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await;
+            match alive {
+                Ok(row) if row.get::<_, i64>(0) == 0 => {}
+                Ok(_) => {
+                    return Err(unknown(format!(
+                        "{lost}; the old server process is still running"
+                    )));
+                }
+                Err(e) => return Err(unknown(format!("{lost}; then: {e}"))),
+            }
+        }
+        let ids: Vec<Uuid> = job.items.iter().map(|i| i.sequence_id).collect();
+        let positions: Vec<i64> = job.items.iter().map(|i| i.position as i64).collect();
+        let rows = match conn.client.query(RESOLVE, &[&ids, &positions]).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(unknown(format!("{lost}; then: {e}"))),
+        };
+        let mut notification_ids = Vec::with_capacity(rows.len());
+        let mut ours = 0;
+        let mut absent = 0;
+        for row in &rows {
+            let ord: i64 = row.get(0);
+            let item = &job.items[(ord - 1) as usize];
+            let topic: Option<String> = row.get(1);
+            let payload: Option<Vec<u8>> = row.get(2);
+            let id: Option<i64> = row.get(3);
+            match (topic, payload, id) {
+                (Some(t), Some(p), Some(id)) if t == item.topic && p == item.payload => {
+                    ours += 1;
+                    notification_ids.push(id as u64);
+                }
+                (None, None, None) => absent += 1,
+                _ => {}
+            }
+        }
+        if absent == job.items.len() {
+            // The transaction rolled back: nothing was written, so a retry is safe.
+            return Err(AppendError::Store(StoreError::Unreachable {
+                address,
+                source: format!("{lost} (the append was not written)").into(),
+            }));
+        }
+        let contiguous = notification_ids.windows(2).all(|w| w[1] == w[0] + 1);
+        if ours == job.items.len() && contiguous {
+            let start = notification_ids[0];
+            let range = start..start + notification_ids.len() as u64;
+            return Ok(KeyedAppend::Appended(range));
+        }
+        Err(unknown(format!(
+            "{lost}; the batch's positions now hold other items"
+        )))
+    }
+}
+
+/// The result of one append from its result row.
+fn read_result(job: &Job, row: &Row, address: &str) -> Reply {
+    let corrupt = |what: &str| {
+        AppendError::Store(StoreError::Corrupt {
+            detail: format!("{address}: {what}"),
+        })
+    };
+    let min: Option<i64> = row.get(0);
+    let max: Option<i64> = row.get(1);
+    let count: i64 = row.get(2);
+    let conflict_id: Option<Uuid> = row.get(3);
+    let conflict_position: Option<i64> = row.get(4);
+    let prior_first: Option<i64> = row.get(5);
+    let prior_last: Option<i64> = row.get(6);
+    if let (Some(first), Some(last), Some((_, prior))) = (prior_first, prior_last, &job.key) {
+        return Ok(KeyedAppend::AlreadyApplied(PriorAppend {
+            sequence_id: prior.sequence_id,
+            versions: first as u64..=last as u64,
+        }));
+    }
+    if let (Some(sequence_id), Some(position)) = (conflict_id, conflict_position) {
+        return Err(AppendError::Conflict {
+            sequence_id,
+            position: Position::Version(position as u64),
+        });
+    }
+    match (min, max) {
+        (Some(min), Some(max)) if max - min + 1 == count && count == job.items.len() as i64 => {
+            Ok(KeyedAppend::Appended(range(min, max)))
+        }
+        _ => Err(corrupt(&format!(
+            "an append of {} items got notification ids {min:?}..={max:?} ({count} rows): not contiguous; is another writer drawing from the notification id sequence?",
+            job.items.len()
+        ))),
+    }
+}
+
+fn range(min: i64, max: i64) -> Range<u64> {
+    min as u64..max as u64 + 1
+}
