@@ -109,8 +109,20 @@ impl PayloadHeader {
                     after.len()
                 )));
             }
-            let metadata: Metadata = postcard::from_bytes(&after[..len])
+            let stored = &after[..len];
+            let metadata: Metadata = postcard::from_bytes(stored)
                 .map_err(|e| DecodeErrorKind::Header(format!("metadata: {e}")))?;
+            // Only the one encoding the writer produces is accepted (no trailing bytes, no
+            // repeated map keys, no empty metadata behind the flag): what is read writes
+            // back to the same bytes, which the associated data of an encrypted payload
+            // depends on.
+            let canonical = !metadata.is_empty()
+                && postcard::to_allocvec(&metadata).is_ok_and(|bytes| bytes == stored);
+            if !canonical {
+                return Err(DecodeErrorKind::Header(
+                    "metadata is not in its canonical encoding".into(),
+                ));
+            }
             rest = &after[len..];
             metadata
         } else {
@@ -179,6 +191,24 @@ mod tests {
             timestamp_nanos: -42,
             metadata: Metadata::default(),
         }
+    }
+
+    #[test]
+    fn non_canonical_metadata_is_refused() {
+        // Found by the payload_header fuzz target: trailing bytes after the metadata.
+        let found = [
+            1, 1, 7, 2, 0, 0, 0, 1, 7, 1, 255, 255, 255, 255, 1, 1, 7, 10, 0, 0, 0, 1, 0, 0, 1, 0,
+            0, 1, 7, 7, 0,
+        ];
+        assert!(matches!(
+            PayloadHeader::parse(&found),
+            Err(DecodeErrorKind::Header(m)) if m.contains("canonical")
+        ));
+        // The flag with metadata that decodes as empty.
+        let mut empty = vec![1, 2, 4, 1, 0, 0, 0];
+        empty.extend_from_slice(&0i64.to_le_bytes());
+        empty.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0]);
+        assert!(PayloadHeader::parse(&empty).is_err());
     }
 
     #[test]
