@@ -3,89 +3,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsmith_cipher::{AesGcmCipher, Key, Keyring};
-use eventsmith_core::{
-    IntegerSequencedItem, Inventory, ItemKind, ItemStore, Select, SnapshotStore,
-};
+use eventsmith_core::{ItemStore, SnapshotStore};
 use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_sqlite::SqliteStore;
-use uuid::Uuid;
 
-use common::{eventsmith, url};
-
-/// A store of `sequences` aggregates with `events` JSON events each, appended one aggregate
-/// per batch, plus one snapshot and one log item.
-async fn fill(path: &Path, sequences: usize, events: u64, payloads: &Payloads) -> Vec<Uuid> {
-    let store = SqliteStore::open(path).await.unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..sequences {
-        let id = Uuid::new_v4();
-        let batch: Vec<IntegerSequencedItem> = (1..=events)
-            .map(|v| {
-                payloads
-                    .seal(
-                        id,
-                        v,
-                        "test.Happened",
-                        1,
-                        v as i64,
-                        &eventsmith_core::Metadata::default(),
-                        &serde_json::json!({ "n": v, "note": "some text" }),
-                    )
-                    .unwrap()
-            })
-            .collect();
-        store.append(batch).await.unwrap();
-        ids.push(id);
-    }
-    let snapshot = payloads
-        .seal(
-            ids[0],
-            events,
-            "test.Snapshot",
-            1,
-            0,
-            &eventsmith_core::Metadata::default(),
-            &serde_json::json!({ "total": events }),
-        )
-        .unwrap();
-    store.write_snapshot(snapshot).await.unwrap();
-    let log = eventsmith_core::SequencedItem {
-        sequence_id: Uuid::new_v4(),
-        position: eventsmith_core::Timestamp::from_unix_nanos(42),
-        topic: "audit".into(),
-        payload: b"entry".to_vec(),
-    };
-    store.append_timestamped(vec![log]).await.unwrap();
-    store.close().await;
-    ids
-}
-
-/// Everything a store holds, in a comparable form.
-async fn contents<S: Inventory>(store: &S) -> (Vec<Vec<IntegerSequencedItem>>, usize, usize) {
-    let mut sequences = store.list_sequences(ItemKind::Integer).await.unwrap();
-    sequences.sort();
-    let mut items = Vec::new();
-    for (id, _) in sequences {
-        items.push(store.select(id, &Select::all()).await.unwrap());
-    }
-    let logs = store
-        .list_sequences(ItemKind::Timestamped)
-        .await
-        .unwrap()
-        .len();
-    let snapshots = store
-        .list_sequences(ItemKind::Snapshots)
-        .await
-        .unwrap()
-        .len();
-    (items, logs, snapshots)
-}
+use common::{contents, eventsmith, fill, url};
 
 fn json_payloads() -> Payloads {
     Payloads::new(CodecId::Json)

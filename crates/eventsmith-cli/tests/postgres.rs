@@ -7,20 +7,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use eventsmith_core::{
-    IntegerSequencedItem, Inventory, ItemKind, ItemStore, Metadata, Select, SequencedItem,
-    SnapshotStore, Timestamp, TimestampSequencedItem,
-};
+use eventsmith_core::{IntegerSequencedItem, ItemStore};
 use eventsmith_mapper::{CodecId, Payloads};
 use eventsmith_postgres::{PostgresConfig, PostgresStore};
 use eventsmith_sqlite::SqliteStore;
 use uuid::Uuid;
 
-use common::{eventsmith, stderr, stdout, url};
+use common::{contents, eventsmith, fill, stderr, stdout, url};
 
 /// The server's URL, or `None` (printing why). Under CI a missing server is a failure.
 fn server() -> Option<String> {
@@ -96,90 +92,6 @@ impl Drop for Schema {
     }
 }
 
-/// Fills a SQLite store: `sequences` aggregates of `events` JSON events (one batch each),
-/// one snapshot and one timestamped log item. Returns the aggregate ids.
-async fn fill(path: &Path, sequences: usize, events: u64) -> Vec<Uuid> {
-    let payloads = Payloads::new(CodecId::Json);
-    let store = SqliteStore::open(path).await.unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..sequences {
-        let id = Uuid::new_v4();
-        let batch: Vec<IntegerSequencedItem> = (1..=events)
-            .map(|v| {
-                payloads
-                    .seal(
-                        id,
-                        v,
-                        "test.Happened",
-                        1,
-                        v as i64,
-                        &Metadata::default(),
-                        &serde_json::json!({ "n": v, "note": "some text" }),
-                    )
-                    .unwrap()
-            })
-            .collect();
-        store.append(batch).await.unwrap();
-        ids.push(id);
-    }
-    let snapshot = payloads
-        .seal(
-            ids[0],
-            events,
-            "test.Snapshot",
-            1,
-            0,
-            &Metadata::default(),
-            &serde_json::json!({ "total": events }),
-        )
-        .unwrap();
-    store.write_snapshot(snapshot).await.unwrap();
-    let log: TimestampSequencedItem = SequencedItem {
-        sequence_id: Uuid::new_v4(),
-        position: Timestamp::from_unix_nanos(42),
-        topic: "audit".into(),
-        payload: b"entry".to_vec(),
-    };
-    store.append_timestamped(vec![log]).await.unwrap();
-    store.close().await;
-    ids
-}
-
-/// Everything a store holds, in a comparable form: every sequence's items, every log's
-/// items, every snapshot.
-type Contents = (
-    Vec<Vec<IntegerSequencedItem>>,
-    Vec<Vec<TimestampSequencedItem>>,
-    Vec<Vec<IntegerSequencedItem>>,
-);
-
-async fn contents<S: Inventory>(store: &S) -> Contents {
-    async fn ids<S: Inventory>(store: &S, kind: ItemKind) -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = store
-            .list_sequences(kind)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort();
-        ids
-    }
-    let mut items = Vec::new();
-    for id in ids(store, ItemKind::Integer).await {
-        items.push(store.select(id, &Select::all()).await.unwrap());
-    }
-    let mut logs = Vec::new();
-    for id in ids(store, ItemKind::Timestamped).await {
-        logs.push(store.select_timestamped(id, &Select::all()).await.unwrap());
-    }
-    let mut snapshots = Vec::new();
-    for id in ids(store, ItemKind::Snapshots).await {
-        snapshots.push(store.select_snapshots(id).await.unwrap());
-    }
-    (items, logs, snapshots)
-}
-
 fn assert_ok(out: &std::process::Output, what: &str) {
     assert!(out.status.success(), "{what}: {}", stderr(out));
 }
@@ -190,7 +102,7 @@ async fn stats_list_show_and_verify_read_a_postgres_store() {
     let schema = Schema::new(&server, "inspect");
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.db");
-    let ids = fill(&source, 3, 5).await;
+    let ids = fill(&source, 3, 5, &Payloads::new(CodecId::Json)).await;
     assert_ok(
         &eventsmith(&["copy", &url(&source), &schema.url()]),
         "copy into PostgreSQL",
@@ -271,7 +183,7 @@ async fn copying_sqlite_to_postgres_to_sqlite_keeps_every_item() {
     let schema = Schema::new(&server, "copy");
     let dir = tempfile::tempdir().unwrap();
     let (first, last) = (dir.path().join("first.db"), dir.path().join("last.db"));
-    fill(&first, 200, 50).await;
+    fill(&first, 200, 50, &Payloads::new(CodecId::Json)).await;
     assert_ok(
         &eventsmith(&["copy", &url(&first), &schema.url()]),
         "SQLite -> PostgreSQL",
@@ -321,7 +233,7 @@ async fn copying_sqlite_to_postgres_to_cassandra_to_sqlite_keeps_every_item() {
     let schema = Schema::new(&server, "chain");
     let dir = tempfile::tempdir().unwrap();
     let (first, last) = (dir.path().join("first.db"), dir.path().join("last.db"));
-    fill(&first, 100, 20).await;
+    fill(&first, 100, 20, &Payloads::new(CodecId::Json)).await;
     let keyspace = format!("cli_pg_chain_{}", std::process::id());
     let middle = format!("cassandra://{cassandra}/{keyspace}");
     for (from, to) in [
@@ -349,7 +261,7 @@ async fn a_copy_into_postgres_killed_halfway_resumes_and_never_duplicates() {
     let schema = Schema::new(&server, "resume");
     let dir = tempfile::tempdir().unwrap();
     let from = dir.path().join("from.db");
-    fill(&from, 2000, 10).await;
+    fill(&from, 2000, 10, &Payloads::new(CodecId::Json)).await;
     let store = schema.store().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_eventsmith"))
         .args(["copy", &url(&from), &schema.url()])

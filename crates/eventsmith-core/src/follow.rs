@@ -43,8 +43,8 @@ pub enum FollowError {
     /// Reading the log or writing the page failed.
     #[error("follower store failed: {0}")]
     Store(#[from] StoreError),
-    /// Writing the page's output failed (for a process application, a conflict that
-    /// outlasted its retries). Nothing of the page was applied.
+    /// Writing the page's output failed (for a process application, the last conflict when
+    /// conflicts outlasted its retry policy). Nothing of the page was applied.
     #[error("cannot write the page: {0}")]
     Append(#[source] AppendError),
     /// The follower's handler failed on a notification; nothing of the page was applied.
@@ -788,16 +788,10 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
                         }
                         return Ok(());
                     }
-                    Err(AppendError::Conflict { .. }) => match pauses.next() {
+                    Err(conflict @ AppendError::Conflict { .. }) => match pauses.next() {
                         // Another writer changed one of the aggregates: decide again.
                         Some(pause) => tokio::time::sleep(pause).await,
-                        None => {
-                            return Err(FollowError::Append(AppendError::Store(
-                                StoreError::Busy {
-                                    source: "conflicts outlasted the retry policy".into(),
-                                },
-                            )));
-                        }
+                        None => return Err(FollowError::Append(conflict)),
                     },
                     Err(e) => return Err(e.into()),
                 }
