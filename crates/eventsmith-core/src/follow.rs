@@ -200,7 +200,9 @@ pub struct FollowerStatus {
 }
 
 impl FollowerStatus {
-    /// How far behind the log the follower is: head minus position.
+    /// How far behind the log the follower is: head minus position. A follower of some
+    /// topics records the id of the last notification of those topics, so its lag counts
+    /// the other topics' notifications committed after it.
     pub fn lag(&self) -> u64 {
         self.head.saturating_sub(self.position)
     }
