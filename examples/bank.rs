@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     bank.deposit(alice, 10_000, None).await?;
     bank.transfer(alice, bob, 3_000, None).await?;
     // The debit is committed; the transfers process credits bob from the stored log. A
-    // service runs `bank.processes().start()` for that; a batch job settles in its own task.
+    // service runs `bank.system().runner().start()` for that; a batch job settles in its own task.
     bank.settle().await?;
     bank.withdraw(bob, 7_000, None).await?; // into bob's overdraft
     match bank.withdraw(bob, 2_000, None).await {

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "bank-web.db".into());
     let bank = Bank::with_new_key(SqliteStore::open(&path).await?);
     // The transfers process, following the log beside the server.
-    let _processes = bank.processes().start();
+    let _processes = bank.system().runner().start();
     let address = std::env::var("ADDRESS").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&address).await?;
     println!("serving the bank on http://{address} (events in {path})");

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use eventsmith::{
     AesGcmCipher, Aggregate, Application, BoxError, BoxFuture, CodecId, CommandError, Committed,
     DomainEvent, Encrypt, Envelope, Event, EventMapper, IdempotencyKey, ItemStore, Keyring,
-    LoadError, PayloadCipher, Policy, Process, Runner, RunnerWaker, SnapshotState, SnapshotStore,
-    StoredSnapshots, Unit, Zstd, catch_up,
+    LoadError, PayloadCipher, Policy, Process, SnapshotState, SnapshotStore, StoredSnapshots,
+    System, Unit, Zstd, catch_up,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -293,25 +293,25 @@ fn refused(e: CommandError<BankError>) -> BankError {
 
 /// The bank application: accounts snapshotted every 5 events, and the transfers process that
 /// completes transfers. Cheap to clone; share one across tasks and requests.
-pub struct Bank<S> {
+pub struct Bank<S: ItemStore> {
     accounts: Application<Account, S>,
     store: S,
     cipher: Arc<dyn PayloadCipher>,
-    waker: RunnerWaker,
+    system: System<S>,
 }
 
-impl<S: Clone> Clone for Bank<S> {
+impl<S: ItemStore> Clone for Bank<S> {
     fn clone(&self) -> Self {
         Bank {
             accounts: self.accounts.clone(),
             store: self.store.clone(),
             cipher: self.cipher.clone(),
-            waker: self.waker.clone(),
+            system: self.system.clone(),
         }
     }
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for Bank<S> {
+impl<S: ItemStore + std::fmt::Debug> std::fmt::Debug for Bank<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bank")
             .field("accounts", &self.accounts)
@@ -361,45 +361,56 @@ fn mapper(cipher: Arc<dyn PayloadCipher>) -> EventMapper<AccountEvent> {
         .expect("the account events have distinct topics")
 }
 
+/// The transfers process: follows the accounts' sent transfers, credits or refunds.
+fn transfers<S: ItemStore>(
+    accounts: &Application<Account, S>,
+    cipher: &Arc<dyn PayloadCipher>,
+) -> Process<AccountEvent, Account, S> {
+    Process::new(
+        TRANSFERS,
+        mapper(cipher.clone()),
+        accounts.clone(),
+        Transfers,
+    )
+    .topics(&[TransferSent::TOPIC])
+}
+
 impl<S: ItemStore + SnapshotStore> Bank<S> {
     /// A bank on `store`, encrypting every event and snapshot with `cipher`. Transfers are
-    /// completed by [`processes`](Self::processes), which something must run (or
+    /// completed by the bank's [`system`](Self::system), which something must run (or
     /// [`settle`](Self::settle)).
     pub fn new(store: S, cipher: Arc<dyn PayloadCipher>) -> Self {
         let mapper = mapper(cipher.clone());
         let snapshots =
             StoredSnapshots::<Account, _>::new(store.clone(), mapper.payloads().clone()).every(5);
+        let system = System::new(store.clone());
         // Commits made here wake the bank's runners at once.
-        let waker = RunnerWaker::new();
         let accounts = Application::builder(store.clone(), mapper)
             .snapshots(snapshots)
-            .publish_to(waker.clone())
+            .publish_to(system.waker())
             .build();
+        let system = system
+            .follow(transfers(&accounts, &cipher))
+            .expect("the bank's followers have distinct names");
         Bank {
             accounts,
             store,
             cipher,
-            waker,
+            system,
         }
     }
 
     /// The transfers process application.
     pub fn transfers(&self) -> Process<AccountEvent, Account, S> {
-        Process::new(
-            TRANSFERS,
-            mapper(self.cipher.clone()),
-            self.accounts.clone(),
-            Transfers,
-        )
-        .topics(&[TransferSent::TOPIC])
+        transfers(&self.accounts, &self.cipher)
     }
 
-    /// A runner for the bank's processes, woken by this bank's commits; `.start()` it. Any
-    /// number of processes may run one on the same store: each transfer still completes once.
-    pub fn processes(&self) -> Runner<S> {
-        Runner::new(self.store.clone())
-            .woken_by(&self.waker)
-            .follow(self.transfers())
+    /// The bank's followers (its transfers process), woken by this bank's commits: run them
+    /// with `.runner().start()`. Any number of processes may run the system on the same
+    /// store: one runs the transfers at a time (the others stand by to take over), and each
+    /// transfer completes once.
+    pub fn system(&self) -> System<S> {
+        self.system.clone()
     }
 
     /// Completes every transfer sent so far, in this task; returns how many notifications

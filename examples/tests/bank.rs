@@ -107,7 +107,10 @@ async fn transfers_complete_exactly_once_with_two_runners_and_refund_on_a_closed
         v
     };
     // Two runners of the same process, as two processes sharing the file would run.
-    let (first, second) = (bank.processes().start(), bank.processes().start());
+    let (first, second) = (
+        bank.system().runner().start(),
+        bank.system().runner().start(),
+    );
     let closed = accounts[5];
     bank.close(closed).await.unwrap();
     assert_eq!(

@@ -45,7 +45,12 @@ fn accounts(path: &Path) -> Vec<Uuid> {
 fn child(path: &Path) {
     runtime().block_on(async {
         let bank = bank(SqliteStore::open(path).await.unwrap());
-        let _running = bank.processes().start();
+        // A short lease: a restarted child takes over from the one just killed soon after.
+        let _running = bank
+            .system()
+            .runner()
+            .lease_ttl(Duration::from_millis(300))
+            .start();
         let accounts = accounts(path);
         let mut n = Uuid::new_v4().as_u128() as usize;
         loop {

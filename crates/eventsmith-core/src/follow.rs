@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -23,7 +23,7 @@ use crate::error::{AppendError, BoxError, CommandError, DecodeErrorKind, LoadErr
 use crate::item::{Notification, Version};
 use crate::mapper::Mapper;
 use crate::metadata::Metadata;
-use crate::store::{ItemStore, Tracking};
+use crate::store::{ItemStore, Lease, LeaseClaim, Tracking};
 
 /// Why a follower did not apply a page.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +141,10 @@ impl<S: ItemStore, F: Follower<S> + ?Sized> Follower<S> for Arc<F> {
 /// `page_size`, until it has read the whole log; returns how many notifications it applied.
 /// A page another runner applied first is skipped (the follower goes on from there).
 ///
+/// It takes no lease: two catch-ups of one follower at once are safe on a
+/// [`Delivery::Transactional`](crate::Delivery::Transactional) store (neither applies a page
+/// the other applied) but waste work; run followers in a [`Runner`], which holds a lease.
+///
 /// Dropping the future stops between pages or leaves the current page applied whole or not
 /// at all.
 pub async fn catch_up<S: ItemStore, F: Follower<S> + ?Sized>(
@@ -197,6 +201,9 @@ pub struct FollowerStatus {
     pub pages: u64,
     /// The last failure, until the next page applies.
     pub last_error: Option<String>,
+    /// Whether this runner holds the follower's lease (and so runs it); `false` while
+    /// another runner holds it and this one stands by to take over.
+    pub active: bool,
 }
 
 impl FollowerStatus {
@@ -236,6 +243,7 @@ pub struct Runner<S: ItemStore> {
     followers: Vec<Arc<dyn Follower<S>>>,
     page_size: usize,
     poll_interval: Duration,
+    lease_ttl: Duration,
     notifies: Vec<Arc<Notify>>,
     waker: RunnerWaker,
 }
@@ -247,18 +255,21 @@ impl<S: ItemStore> fmt::Debug for Runner<S> {
             .field("followers", &names)
             .field("page_size", &self.page_size)
             .field("poll_interval", &self.poll_interval)
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
 
 impl<S: ItemStore> Runner<S> {
-    /// A runner on `store`, with pages of 256 notifications and a poll every 100 ms.
+    /// A runner on `store`, with pages of 256 notifications, a poll every 100 ms and leases
+    /// of 10 s.
     pub fn new(store: S) -> Self {
         Runner {
             store,
             followers: Vec::new(),
             page_size: 256,
             poll_interval: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(10),
             notifies: Vec::new(),
             waker: RunnerWaker::default(),
         }
@@ -297,6 +308,16 @@ impl<S: ItemStore> Runner<S> {
         self
     }
 
+    /// How long a follower's lease ([`ItemStore::claim_lease`]) holds without renewal (at
+    /// least 30 ms). The runner renews it every third of that while it runs the follower,
+    /// and a runner standing by looks at least that often; so this is how long a follower
+    /// stays stopped after the process running it dies. A runner stopped with
+    /// [`RunnerHandle::stop`] releases its leases at once.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
     /// Wakes this runner's followers (also those added later): pass it to
     /// [`ApplicationBuilder::publish_to`](crate::ApplicationBuilder::publish_to) so that a
     /// commit in this process is followed at once.
@@ -306,22 +327,33 @@ impl<S: ItemStore> Runner<S> {
 
     /// Starts one task per follower on the current tokio runtime.
     ///
-    /// Each catches up from its recorded position, then follows live. A failing page is
-    /// retried after the poll interval (logged, and shown in
-    /// [`RunnerHandle::status`]); nothing after it is applied before it.
+    /// Each claims the follower's lease (standing by while another runner, in this
+    /// process or another, holds it), catches up from its recorded position, then follows
+    /// live. A failing page is retried after the poll interval (logged, and shown in
+    /// [`RunnerHandle::status`]); nothing after it is applied before it. On a store without
+    /// leases ([`StoreError::Unsupported`]) followers run without one.
     pub fn start(self) -> RunnerHandle {
         let (stop, stopped) = watch::channel(false);
         let status = Arc::new(Mutex::new(HashMap::new()));
+        let owner = Uuid::new_v4();
         let tasks = self
             .followers
             .into_iter()
             .zip(self.notifies)
             .map(|(follower, wake)| {
+                let lease = Lease {
+                    follower: follower.name().to_owned(),
+                    owner,
+                    ttl: self.lease_ttl,
+                };
                 let task = FollowerTask {
                     store: self.store.clone(),
                     follower,
                     page_size: self.page_size,
                     poll_interval: self.poll_interval,
+                    lease,
+                    held_until: None,
+                    leased: true,
                     wake,
                     stopped: stopped.clone(),
                     status: status.clone(),
@@ -334,6 +366,121 @@ impl<S: ItemStore> Runner<S> {
             tasks,
             status,
         }
+    }
+}
+
+/// Why a [`System`] cannot be wired or run as asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemError {
+    /// Two followers share a name, and so would share one tracking record and lease.
+    #[error("two followers are named {0:?}; a follower's name keys its tracking record")]
+    DuplicateFollower(String),
+    /// A runner was asked for a follower the system does not have.
+    #[error("the system has no follower named {0:?}")]
+    UnknownFollower(String),
+}
+
+/// The followers of one store, wired once (clones share them): its projections and process applications, each
+/// following the applications whose topics it reads. Run it whole in one process
+/// ([`runner`](Self::runner)), or split it across processes sharing the store
+/// ([`runner_for`](Self::runner_for) in each, with the names that process runs). Either
+/// way each follower runs in one runner at a time (its lease), and a process that dies
+/// hands its followers to a runner standing by elsewhere.
+///
+/// ```
+/// # use eventsmith_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryStore::new();
+/// let count = |name| MemoryProjection::new(name, 0u64, |n: &mut u64, _| { *n += 1; Ok(()) });
+/// let system = System::new(store.clone())
+///     .follow(count("orders"))?
+///     .follow(count("invoices"))?;
+/// // This process runs the invoices; another would run `system.runner_for(&["orders"])`.
+/// let running = system.runner_for(&["invoices"])?.start();
+/// assert!(matches!(system.runner_for(&["refunds"]), Err(SystemError::UnknownFollower(_))));
+/// running.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct System<S: ItemStore> {
+    store: S,
+    followers: Vec<Arc<dyn Follower<S>>>,
+    waker: RunnerWaker,
+}
+
+impl<S: ItemStore> Clone for System<S> {
+    fn clone(&self) -> Self {
+        System {
+            store: self.store.clone(),
+            followers: self.followers.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+}
+
+impl<S: ItemStore> fmt::Debug for System<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("System")
+            .field("followers", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: ItemStore> System<S> {
+    /// A system of no followers on `store`.
+    pub fn new(store: S) -> Self {
+        System {
+            store,
+            followers: Vec::new(),
+            waker: RunnerWaker::new(),
+        }
+    }
+
+    /// Adds a follower; its name must be new to the system.
+    pub fn follow(mut self, follower: impl Follower<S>) -> Result<Self, SystemError> {
+        if self.names().contains(&follower.name()) {
+            return Err(SystemError::DuplicateFollower(follower.name().to_owned()));
+        }
+        self.followers.push(Arc::new(follower));
+        Ok(self)
+    }
+
+    /// The followers' names, in the order added.
+    pub fn names(&self) -> Vec<&str> {
+        self.followers.iter().map(|f| f.name()).collect()
+    }
+
+    /// Wakes the system's runners: hand it to each application's
+    /// [`publish_to`](crate::ApplicationBuilder::publish_to), so that commits in this
+    /// process are followed at once.
+    pub fn waker(&self) -> RunnerWaker {
+        self.waker.clone()
+    }
+
+    /// A runner of every follower, woken by [`waker`](Self::waker); configure and
+    /// [`start`](Runner::start) it.
+    pub fn runner(&self) -> Runner<S> {
+        self.followers
+            .iter()
+            .fold(Runner::new(self.store.clone()), |runner, f| {
+                runner.follow(f.clone())
+            })
+            .woken_by(&self.waker)
+    }
+
+    /// A runner of the named followers only: the part of the system one process runs.
+    pub fn runner_for(&self, names: &[&str]) -> Result<Runner<S>, SystemError> {
+        let mut runner = Runner::new(self.store.clone());
+        for name in names {
+            let follower = self
+                .followers
+                .iter()
+                .find(|f| f.name() == *name)
+                .ok_or_else(|| SystemError::UnknownFollower((*name).to_owned()))?;
+            runner = runner.follow(follower.clone());
+        }
+        Ok(runner.woken_by(&self.waker))
     }
 }
 
@@ -421,6 +568,11 @@ struct FollowerTask<S: ItemStore> {
     follower: Arc<dyn Follower<S>>,
     page_size: usize,
     poll_interval: Duration,
+    lease: Lease,
+    /// Until when this runner surely holds the lease (measured from before its last claim).
+    held_until: Option<Instant>,
+    /// Whether the store has leases.
+    leased: bool,
     wake: Arc<Notify>,
     stopped: watch::Receiver<bool>,
     status: Arc<Mutex<HashMap<String, FollowerStatus>>>,
@@ -436,8 +588,10 @@ impl<S: ItemStore> FollowerTask<S> {
         let name = self.follower.name().to_owned();
         let mut from = None;
         while !*self.stopped.borrow() {
+            let mut standby = None;
             match self.follow(&mut from).await {
-                Ok(()) => {}
+                Ok(None) => {}
+                Ok(Some(wait)) => standby = Some(wait),
                 Err(e) => {
                     tracing::warn!(follower = %name, error = %e, "follower failed; retrying after the poll interval");
                     self.update(|s| s.last_error = Some(e.to_string()));
@@ -445,17 +599,91 @@ impl<S: ItemStore> FollowerTask<S> {
                     from = None;
                 }
             }
-            let wait = self.poll_interval;
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.stopped.changed() => {}
+            match standby {
+                // Another runner holds the lease: commits are its business, so wake-ups are
+                // not; look again when the lease may have ended.
+                Some(wait) => {
+                    from = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stopped.changed() => {}
+                    }
+                }
+                None => {
+                    let wait = self.poll_interval;
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stopped.changed() => {}
+                    }
+                }
+            }
+        }
+        if self.held_until.is_some() {
+            // Hand over at once rather than after the lease's time to live.
+            if let Err(e) = self
+                .store
+                .release_lease(&self.lease.follower, self.lease.owner)
+                .await
+            {
+                tracing::warn!(follower = %name, error = %e, "cannot release the follower's lease; it expires by itself");
+            }
+            self.update(|s| s.active = false);
+        }
+    }
+
+    /// Claims or renews the lease when a third of its time to live has passed. `None` while
+    /// this runner holds it (or the store has no leases); otherwise how long to stand by.
+    async fn hold_lease(&mut self) -> Result<Option<Duration>, FollowError> {
+        let ttl = self.lease.ttl;
+        let now = Instant::now();
+        if !self.leased
+            || self
+                .held_until
+                .is_some_and(|until| until > now + ttl * 2 / 3)
+        {
+            return Ok(None);
+        }
+        match self.store.claim_lease(&self.lease).await {
+            Ok(LeaseClaim::Held) => {
+                if self.held_until.is_none() {
+                    tracing::info!(follower = %self.lease.follower, owner = %self.lease.owner, "lease taken");
+                }
+                self.held_until = Some(now + ttl);
+                self.update(|s| s.active = true);
+                Ok(None)
+            }
+            Ok(LeaseClaim::Taken { owner, expires_in }) => {
+                if self.held_until.take().is_some() {
+                    tracing::warn!(follower = %self.lease.follower, by = %owner, "lease lost to another runner");
+                }
+                self.update(|s| s.active = false);
+                Ok(Some(
+                    expires_in.min(ttl / 3).max(self.poll_interval.min(ttl / 3)),
+                ))
+            }
+            Err(StoreError::Unsupported { reason, .. }) => {
+                tracing::info!(follower = %self.lease.follower, reason, "the store has no leases; running without one");
+                self.leased = false;
+                self.update(|s| s.active = true);
+                Ok(None)
+            }
+            Err(e) => {
+                if self.held_until.is_some_and(|until| until <= now) {
+                    self.held_until = None;
+                    self.update(|s| s.active = false);
+                }
+                Err(e.into())
             }
         }
     }
 
-    /// Catches up, page by page, stopping early when asked to.
-    async fn follow(&mut self, from: &mut Option<u64>) -> Result<(), FollowError> {
+    /// Catches up, page by page, while it holds the lease, stopping early when asked to.
+    /// `Some(wait)` when another runner holds the lease.
+    async fn follow(&mut self, from: &mut Option<u64>) -> Result<Option<Duration>, FollowError> {
+        if let Some(wait) = self.hold_lease().await? {
+            return Ok(Some(wait));
+        }
         let mut position = match *from {
             Some(p) => p,
             None => self.follower.position(&self.store).await?,
@@ -464,7 +692,10 @@ impl<S: ItemStore> FollowerTask<S> {
         self.update(|s| s.position = position);
         loop {
             if *self.stopped.borrow() {
-                return Ok(());
+                return Ok(None);
+            }
+            if let Some(wait) = self.hold_lease().await? {
+                return Ok(Some(wait));
             }
             let applied = step(&self.store, &*self.follower, self.page_size, &mut position).await?;
             *from = Some(position);
@@ -478,7 +709,7 @@ impl<S: ItemStore> FollowerTask<S> {
                 }
             });
             if applied.is_none() {
-                return Ok(());
+                return Ok(None);
             }
             tracing::debug!(follower = %self.follower.name(), position, lag = head.saturating_sub(position), "page applied");
         }

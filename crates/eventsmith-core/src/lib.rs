@@ -112,7 +112,7 @@ pub use error::{
 };
 pub use follow::{
     FollowError, Follower, FollowerStatus, MemoryProjection, Policy, Process, Runner, RunnerHandle,
-    RunnerWaker, Unit, catch_up,
+    RunnerWaker, System, SystemError, Unit, catch_up,
 };
 pub use idempotency::{IdempotencyKey, InvalidKey, KeyedAppend, MAX_KEY_LEN, PriorAppend};
 pub use item::{
@@ -126,8 +126,8 @@ pub use metadata::{
 };
 pub use repository::{EventStore, Repository, Saved};
 pub use store::{
-    Capabilities, Delivery, Inventory, ItemKind, ItemStore, MAX_VERSION, SnapshotStore, Support,
-    Tracking,
+    Capabilities, Delivery, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, MAX_VERSION,
+    SnapshotStore, Support, Tracking,
 };
 
 /// For implementors of a backend: the checks every store applies before it writes, so that

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use uuid::Uuid;
 
@@ -12,8 +13,8 @@ use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
 use crate::store::{
-    Capabilities, Delivery, Inventory, ItemKind, ItemStore, SnapshotStore, Support, Tracking,
-    check_append, check_batch_unique,
+    Capabilities, Delivery, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, SnapshotStore,
+    Support, Tracking, check_append, check_batch_unique,
 };
 
 /// A thread-safe store held in memory; clones share the same data.
@@ -37,6 +38,8 @@ struct Inner {
     keys: HashMap<(Uuid, IdempotencyKey), PriorAppend>,
     /// Followers' tracking records.
     tracking: HashMap<String, u64>,
+    /// Followers' leases: holder and expiry.
+    leases: HashMap<String, (Uuid, Instant)>,
 }
 
 impl Inner {
@@ -180,6 +183,33 @@ impl ItemStore for MemoryStore {
         let ids = inner.append(items)?;
         inner.tracking.insert(tracking.follower, tracking.to);
         Ok(ids)
+    }
+
+    async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.leases.get(&lease.follower) {
+            Some(&(owner, expires)) if owner != lease.owner && expires > now => {
+                Ok(LeaseClaim::Taken {
+                    owner,
+                    expires_in: expires - now,
+                })
+            }
+            _ => {
+                inner
+                    .leases
+                    .insert(lease.follower.clone(), (lease.owner, now + lease.ttl));
+                Ok(LeaseClaim::Held)
+            }
+        }
+    }
+
+    async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.leases.get(follower).is_some_and(|(o, _)| *o == owner) {
+            inner.leases.remove(follower);
+        }
+        Ok(())
     }
 
     async fn find_key(

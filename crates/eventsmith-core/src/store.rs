@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::ops::Range;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -163,6 +164,65 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         let _ = (items, tracking);
         async { Err(no_tracking().into()) }
     }
+
+    /// Claims, or renews, `lease.owner`'s lease on follower `lease.follower` for
+    /// `lease.ttl` from now: [`LeaseClaim::Held`] when no one else holds an unexpired lease
+    /// on it, [`LeaseClaim::Taken`] otherwise (nothing changes then). A [`Runner`](crate::Runner)
+    /// runs a follower only while it holds its lease, so two runners of one
+    /// follower, in one process or several, do not both run it; if a holder stalls past
+    /// its lease, [`append_tracked`](Self::append_tracked)'s check still keeps it from
+    /// applying a page twice. Expiry is measured by the store's clock (the machine's for
+    /// SQLite, the server's for PostgreSQL).
+    ///
+    /// Stores without tracking records fail with [`StoreError::Unsupported`]. A dropped
+    /// future may still have taken the lease; it expires after `ttl`.
+    fn claim_lease(
+        &self,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<LeaseClaim, StoreError>> + Send {
+        let _ = lease;
+        async { Err(no_tracking()) }
+    }
+
+    /// Gives up `owner`'s lease on `follower`, so that another runner may take it at once;
+    /// nothing happens when `owner` does not hold it.
+    ///
+    /// A dropped future may still have released it.
+    fn release_lease(
+        &self,
+        follower: &str,
+        owner: Uuid,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (follower, owner);
+        async { Err(no_tracking()) }
+    }
+}
+
+/// A runner's claim to run one follower, until it expires or is released
+/// ([`ItemStore::claim_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The follower (its tracking record's name).
+    pub follower: String,
+    /// Who claims it: one id per started runner.
+    pub owner: Uuid,
+    /// How long the lease holds without being renewed.
+    pub ttl: Duration,
+}
+
+/// The outcome of [`ItemStore::claim_lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseClaim {
+    /// The claimer holds the lease, for its time to live from when the claim was made.
+    Held,
+    /// Another owner holds it, for at most `expires_in` more unless it renews.
+    Taken {
+        /// The holder.
+        owner: Uuid,
+        /// Until its lease runs out, by the store's clock.
+        expires_in: Duration,
+    },
 }
 
 /// How a backend delivers its notification log to followers.

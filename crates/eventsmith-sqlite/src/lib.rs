@@ -110,7 +110,9 @@ use eventsmith_core::{
     Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
     Version,
 };
-use eventsmith_core::{Delivery, IdempotencyKey, KeyedAppend, PriorAppend, Tracking};
+use eventsmith_core::{
+    Delivery, IdempotencyKey, KeyedAppend, Lease, LeaseClaim, PriorAppend, Tracking,
+};
 
 pub use projection::SqliteProjection;
 /// The rusqlite this store is built on. [`SqliteProjection`]'s `apply` writes through a
@@ -512,6 +514,25 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Runs `f` on the write connection, on the writer thread between group commits (a
+    /// write other than an append: a snapshot, a lease).
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.check_open()?;
+        let (tx, rx) = oneshot::channel();
+        let path = self.inner.path.clone();
+        let task: Task = Box::new(move |conn| {
+            let _ = tx.send(f(conn, &path));
+        });
+        if !self.send_to_writer(WriterMsg::Run(task)) {
+            return Err(StoreError::Closed);
+        }
+        // A dropped reply means the writer ended (closed) before running the task.
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     fn send_to_writer(&self, msg: WriterMsg) -> bool {
         self.inner.queue.send(msg).is_ok()
     }
@@ -836,6 +857,25 @@ impl ItemStore for SqliteStore {
         }
     }
 
+    async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
+        let lease = lease.clone();
+        self.on_writer(move |conn, path| {
+            worker::claim_lease(conn, &lease).map_err(|e| from_sqlite(e, path))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
+        let follower = follower.to_owned();
+        self.on_writer(move |conn, path| {
+            conn.prepare_cached("DELETE FROM leases WHERE follower = ?1 AND owner = ?2")
+                .and_then(|mut stmt| stmt.execute(rusqlite::params![follower, owner.as_bytes()]))
+                .map(|_| ())
+                .map_err(|e| from_sqlite(e, path))
+        })
+        .await
+    }
+
     async fn find_key(
         &self,
         sequence_id: Uuid,
@@ -955,12 +995,8 @@ impl SnapshotStore for SqliteStore {
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
         check_version(&snapshot)?;
         let position = snapshot.position as i64;
-        self.check_open()?;
-        let (tx, rx) = oneshot::channel();
-        let path = self.inner.path.clone();
-        let task: Task = Box::new(move |conn| {
-            let result = conn
-                .prepare_cached(
+        self.on_writer(move |conn, path| {
+            conn.prepare_cached(
                     "INSERT OR REPLACE INTO snapshots (sequence_id, position, topic, payload) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .and_then(|mut stmt| {
@@ -972,13 +1008,9 @@ impl SnapshotStore for SqliteStore {
                     ])
                 })
                 .map(|_| ())
-                .map_err(|e| from_sqlite(e, &path));
-            let _ = tx.send(result);
-        });
-        if !self.send_to_writer(WriterMsg::Run(task)) {
-            return Err(StoreError::Closed);
-        }
-        rx.await.map_err(|_| StoreError::Closed)?
+                .map_err(|e| from_sqlite(e, path))
+        })
+        .await
     }
 
     async fn latest_snapshot(

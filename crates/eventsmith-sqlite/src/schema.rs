@@ -11,8 +11,9 @@ pub(crate) const APPLICATION_ID: i32 = 0x4553_6d31;
 
 /// `PRAGMA user_version`: the schema version this build creates and reads. Older files are
 /// migrated on open, in one transaction, keeping every row and notification id: version 1
-/// to 2 makes notification ids `AUTOINCREMENT`, 2 to 3 adds the idempotency keys.
-pub const SCHEMA_VERSION: i32 = 3;
+/// to 2 makes notification ids `AUTOINCREMENT`, 2 to 3 adds the idempotency keys, 3 to 4
+/// the followers' leases.
+pub const SCHEMA_VERSION: i32 = 4;
 
 // `AUTOINCREMENT`: a notification id is never handed out twice, even after the newest rows
 // are deleted (by hand, a restore, a future retention policy). A plain rowid would reuse them,
@@ -44,7 +45,7 @@ CREATE TABLE tracking (
     projection TEXT PRIMARY KEY,
     notification_id INTEGER NOT NULL
 ) WITHOUT ROWID;
-"; // followed by IDEMPOTENCY_KEYS
+"; // followed by IDEMPOTENCY_KEYS and LEASES
 
 /// Idempotency keys, each written in the transaction of the append it produced.
 const IDEMPOTENCY_KEYS: &str = "
@@ -54,6 +55,16 @@ CREATE TABLE idempotency_keys (
     first_position INTEGER NOT NULL,
     last_position INTEGER NOT NULL,
     PRIMARY KEY (sequence_id, key)
+) WITHOUT ROWID;
+";
+
+/// Followers' leases: which runner runs a follower, until when (Unix milliseconds by the
+/// machine's clock, which every process on it shares).
+const LEASES: &str = "
+CREATE TABLE leases (
+    follower TEXT PRIMARY KEY,
+    owner BLOB NOT NULL,
+    expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -109,7 +120,7 @@ fn needs(conn: &Connection, path: &str) -> Result<Needs, StoreError> {
         (id, v, _) if id == i64::from(APPLICATION_ID) && v == i64::from(SCHEMA_VERSION) => {
             Ok(Needs::Nothing)
         }
-        (id, v @ (1 | 2), _) if id == i64::from(APPLICATION_ID) => Ok(Needs::Migrate { from: v }),
+        (id, v @ (1..=3), _) if id == i64::from(APPLICATION_ID) => Ok(Needs::Migrate { from: v }),
         (id, v, _) if id == i64::from(APPLICATION_ID) && v > i64::from(SCHEMA_VERSION) => {
             Err(StoreError::Corrupt {
                 detail: format!(
@@ -150,9 +161,10 @@ pub(crate) fn create(conn: &mut Connection, path: &str) -> Result<(), StoreError
         .map_err(|e| from_sqlite(e, path))?;
     let steps: &[&str] = match needs(&tx, path)? {
         Needs::Nothing => return Ok(()),
-        Needs::Create => &[CREATE, IDEMPOTENCY_KEYS],
-        Needs::Migrate { from: 1 } => &[MIGRATE_1_TO_2, IDEMPOTENCY_KEYS],
-        Needs::Migrate { from: 2 } => &[IDEMPOTENCY_KEYS],
+        Needs::Create => &[CREATE, IDEMPOTENCY_KEYS, LEASES],
+        Needs::Migrate { from: 1 } => &[MIGRATE_1_TO_2, IDEMPOTENCY_KEYS, LEASES],
+        Needs::Migrate { from: 2 } => &[IDEMPOTENCY_KEYS, LEASES],
+        Needs::Migrate { from: 3 } => &[LEASES],
         Needs::Migrate { from } => {
             return Err(StoreError::Corrupt {
                 detail: format!(

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, ErrorCode, params};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use eventsmith_core::{
-    AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Position, PriorAppend,
-    SequencedItem, StoreError, TimestampSequencedItem, Tracking,
+    AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Lease, LeaseClaim, Position,
+    PriorAppend, SequencedItem, StoreError, TimestampSequencedItem, Tracking,
 };
 
 use crate::error::{from_sqlite, is_unique_violation};
@@ -582,6 +583,51 @@ fn replicate(e: &StoreError) -> StoreError {
         // A kind added later: its whole text, as a backend failure.
         other => StoreError::backend(other.to_string()),
     }
+}
+
+/// Claims or renews `lease` in one statement (so in one atomic write, without holding the
+/// write lock across statements): it is taken when no row exists, the row is the owner's,
+/// or the row has expired; otherwise the holder is read back.
+pub(crate) fn claim_lease(conn: &Connection, lease: &Lease) -> rusqlite::Result<LeaseClaim> {
+    use rusqlite::OptionalExtension;
+    let now = unix_millis(std::time::SystemTime::now());
+    let ttl = i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX);
+    let taken = conn
+        .prepare_cached(
+            "INSERT INTO leases (follower, owner, expires_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (follower) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
+             WHERE leases.owner = excluded.owner OR leases.expires_ms <= ?4",
+        )?
+        .execute(params![
+            lease.follower,
+            lease.owner.as_bytes(),
+            now.saturating_add(ttl),
+            now
+        ])?;
+    if taken == 1 {
+        return Ok(LeaseClaim::Held);
+    }
+    let holder: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT owner, expires_ms FROM leases WHERE follower = ?1")?
+        .query_row([&lease.follower], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match holder {
+        // Released or expired since the insert looked: the caller claims again next time.
+        None => LeaseClaim::Taken {
+            owner: Uuid::nil(),
+            expires_in: Duration::ZERO,
+        },
+        Some((owner, expires)) => LeaseClaim::Taken {
+            owner: Uuid::from_slice(&owner).unwrap_or_default(),
+            expires_in: Duration::from_millis(expires.saturating_sub(now).max(0) as u64),
+        },
+    })
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn unix_millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ pub use crate::application::{
 };
 pub use crate::encryption::forged_plaintext_is_refused;
 pub use crate::follow::{
-    follower_never_skips, follower_resumes_exactly, process_applies_each_event_once,
-    two_runners_never_apply_a_page_twice,
+    follower_never_skips, follower_resumes_exactly, one_runner_runs_a_follower_at_a_time,
+    process_applies_each_event_once, two_runners_never_apply_a_page_twice,
 };
 pub use crate::idempotency::{
     failed_keyed_append_stores_no_key, idempotency_key_replays_the_first_append,

@@ -228,9 +228,10 @@ pub async fn follower_resumes_exactly<S: ItemStore>(store: S) {
     assert_same(&recorder.applied(), &rebuilt, expected);
 }
 
-/// Two runners of the same follower (same name, same tracking record) run at once while
-/// writers commit: between them every event is applied exactly once; neither applies a page
-/// the other applied.
+/// Two catch-ups of the same follower (same name, same tracking record, no lease) run at
+/// once, over and over, while writers commit: between them every event is applied exactly
+/// once; neither applies a page the other applied. This is the store's tracking check alone,
+/// which still protects a runner that stalled past its lease.
 pub async fn two_runners_never_apply_a_page_twice<S: ItemStore>(store: S) {
     if !follows(&store, "two_runners_never_apply_a_page_twice").await {
         return;
@@ -238,28 +239,107 @@ pub async fn two_runners_never_apply_a_page_twice<S: ItemStore>(store: S) {
     let topic = format!("two-runners-{}", Uuid::new_v4());
     let name = format!("two-runners-{}", Uuid::new_v4());
     let (a, b) = (Recorder::new(&name, &topic), Recorder::new(&name, &topic));
-    let start = |r: &Arc<Recorder>| {
-        Runner::new(store.clone())
-            .follow(r.clone())
-            .page_size(5)
-            .poll_interval(Duration::from_millis(1))
-            .start()
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_catching_up = |r: &Arc<Recorder>| {
+        let (store, r, done) = (store.clone(), r.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                eventsmith_core::catch_up(&store, &*r, 5)
+                    .await
+                    .expect("catch up");
+                if finished {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
     };
-    let (first, second) = (start(&a), start(&b));
+    let (first, second) = (keep_catching_up(&a), keep_catching_up(&b));
     write(&store, &topic, 8, 30).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    first.await.unwrap();
+    second.await.unwrap();
     let rebuilt = rebuild(&store, &topic).await;
     let last = rebuilt.last().unwrap().id;
-    while store.tracking_position(&name).await.unwrap() < last {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    first.stop().await;
-    second.stop().await;
+    assert_eq!(store.tracking_position(&name).await.unwrap(), last);
     let mut applied = a.applied();
     applied.extend(b.applied());
     applied.sort_by_key(|n| n.id);
     let expected = (0..8)
         .map(|w| (0..30).map(|b| 1 + (b * 7 + w) % 4).sum::<usize>())
         .sum();
+    assert_same(&applied, &rebuilt, expected);
+}
+
+/// Two runners of one follower, started together: only the one holding the follower's lease
+/// runs it; the other stands by and takes over when the first stops (releasing the lease),
+/// and a lease left by a runner that died is taken over once it expires. Between them every
+/// event is applied exactly once.
+pub async fn one_runner_runs_a_follower_at_a_time<S: ItemStore>(store: S) {
+    if !follows(&store, "one_runner_runs_a_follower_at_a_time").await {
+        return;
+    }
+    let topic = format!("one-runner-{}", Uuid::new_v4());
+    let name = format!("one-runner-{}", Uuid::new_v4());
+    // A runner that died holding the lease, which still has 300 ms to run.
+    let dead = eventsmith_core::Lease {
+        follower: name.clone(),
+        owner: Uuid::new_v4(),
+        ttl: Duration::from_millis(300),
+    };
+    assert_eq!(
+        store.claim_lease(&dead).await.unwrap(),
+        eventsmith_core::LeaseClaim::Held
+    );
+    let (a, b) = (Recorder::new(&name, &topic), Recorder::new(&name, &topic));
+    let start = |r: &Arc<Recorder>| {
+        Runner::new(store.clone())
+            .follow(r.clone())
+            .page_size(5)
+            .poll_interval(Duration::from_millis(2))
+            .lease_ttl(Duration::from_millis(600))
+            .start()
+    };
+    let started = std::time::Instant::now();
+    let first = start(&a);
+    write(&store, &topic, 4, 10).await;
+    let head = rebuild(&store, &topic).await.last().unwrap().id;
+    first.wait_for(&name, head).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "a runner ran the follower while a dead runner's lease had not expired"
+    );
+    let second = start(&b);
+    write(&store, &topic, 4, 10).await;
+    let head = rebuild(&store, &topic).await.last().unwrap().id;
+    first.wait_for(&name, head).await;
+    // The second had time to claim (it looks every 200 ms at most): it stood by.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        b.applied().is_empty(),
+        "two runners ran one follower at once"
+    );
+    assert!(first.status(&name).unwrap().active);
+    assert!(!second.status(&name).is_some_and(|s| s.active));
+    first.stop().await;
+    write(&store, &topic, 4, 10).await;
+    let rebuilt = rebuild(&store, &topic).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        second.wait_for(&name, rebuilt.last().unwrap().id),
+    )
+    .await
+    .expect("the standing-by runner took over after the first stopped");
+    second.stop().await;
+    assert!(!b.applied().is_empty());
+    let mut applied = a.applied();
+    applied.extend(b.applied());
+    applied.sort_by_key(|n| n.id);
+    let expected = 3
+        * (0..4)
+            .map(|w| (0..10).map(|b| 1 + (b * 7 + w) % 4).sum::<usize>())
+            .sum::<usize>();
     assert_same(&applied, &rebuilt, expected);
 }
 

@@ -76,6 +76,7 @@ macro_rules! conformance_suite {
             follower_never_skips,
             follower_resumes_exactly,
             two_runners_never_apply_a_page_twice,
+            one_runner_runs_a_follower_at_a_time,
             process_applies_each_event_once,
         );
     };

@@ -8,12 +8,12 @@ pub use eventsmith_core::{
     DecodeErrorKind, Delivery, DomainEvent, EncodeError, Envelope, Event, EventStore,
     EventTypeVisitor, EventTypes, FollowError, Follower, FollowerStatus, IdempotencyKey,
     IntegerSequencedItem, InvalidKey, InvalidMetadata, Inventory, ItemKind, ItemStore, KeyedAppend,
-    LoadError, MAX_ID_LEN, MAX_KEY_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
-    MAX_VERSION, Mapper, MemoryProjection, MemoryStore, Metadata, Notification, PayloadCipher,
-    Policy, Position, PriorAppend, Process, ReplayError, Repository, RetryPolicy, Root, RootParts,
-    Runner, RunnerHandle, RunnerWaker, SaveError, Saved, Select, SequencedItem, SnapshotError,
-    SnapshotStore, Snapshots, StoreError, Support, Timestamp, TimestampSequencedItem, Tracking,
-    Unit, Version, backend, catch_up, domain_events, scenario,
+    Lease, LeaseClaim, LoadError, MAX_ID_LEN, MAX_KEY_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN,
+    MAX_USER_VALUE_LEN, MAX_VERSION, Mapper, MemoryProjection, MemoryStore, Metadata, Notification,
+    PayloadCipher, Policy, Position, PriorAppend, Process, ReplayError, Repository, RetryPolicy,
+    Root, RootParts, Runner, RunnerHandle, RunnerWaker, SaveError, Saved, Select, SequencedItem,
+    SnapshotError, SnapshotStore, Snapshots, StoreError, Support, System, SystemError, Timestamp,
+    TimestampSequencedItem, Tracking, Unit, Version, backend, catch_up, domain_events, scenario,
 };
 // The derives name the core through this path, whatever the facade re-exports by name.
 #[doc(hidden)]
