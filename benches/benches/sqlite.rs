@@ -13,7 +13,9 @@
 //! - f: workload a with AES-256-GCM and zstd on; the baseline is workload a without them;
 //! - h: loading a 10,000-event aggregate with snapshots every 100 events; baseline: without;
 //! - g: one point read (`latest`), the cost of the async store API; raw: the same select on
-//!   the calling thread.
+//!   the calling thread;
+//! - j: a follower projecting the whole log of d, decoded, into a table of the same file
+//!   (pages of 1,000, each one transaction with its tracking record); raw: d's raw read-all.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -28,11 +30,11 @@ use eventsmith_benches::{Account, BenchEvent, credit, size};
 use eventsmith_cipher::{AesGcmCipher, Key, Keyring, Zstd};
 use eventsmith_core::{
     Application, Envelope, EventStore, IntegerSequencedItem, ItemStore, Mapper, Repository,
-    RetryPolicy, SequencedItem,
+    RetryPolicy, SequencedItem, catch_up,
 };
 use eventsmith_mapper::{CodecId, Encrypt, EventMapper};
 use eventsmith_snapshot::StoredSnapshots;
-use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous};
+use eventsmith_sqlite::{SqliteConfig, SqliteProjection, SqliteStore, Synchronous};
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
@@ -444,6 +446,59 @@ fn bench_reads(c: &mut Criterion, rt: &Runtime) {
                 }
             }
             assert_eq!(decoded, total);
+        })
+    });
+    g.bench_function("raw", |b| {
+        b.iter(|| {
+            let mut stmt = raw
+                .prepare_cached("SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1 ORDER BY notification_id LIMIT 1000")
+                .unwrap();
+            let mut after = 0i64;
+            let mut read = 0;
+            loop {
+                let rows: Vec<RawNotification> = stmt
+                    .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let Some(last) = rows.last() else { break };
+                after = last.4;
+                read += rows.len();
+            }
+            assert_eq!(read, total);
+        })
+    });
+    g.finish();
+
+    // j: a follower projecting every event, decoded, into a table of the same file (one
+    // transaction per page of 1,000 with its tracking record), against the raw read-all of d.
+    let mut g = c.benchmark_group("sqlite-j-follower-projection");
+    g.throughput(Throughput::Elements(total as u64));
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    let projections = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("eventsmith", |b| {
+        b.to_async(rt).iter(|| async {
+            // A new name each time: a follower that starts at the beginning of the log.
+            let n = projections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let decoder = self::mapper();
+            let projection = SqliteProjection::open(
+                &path,
+                &format!("bench-{n}"),
+                "CREATE TABLE IF NOT EXISTS bench_view (sequence_id BLOB PRIMARY KEY, events INTEGER NOT NULL)",
+                move |tx, n: &eventsmith_core::Notification| {
+                    decoder.decode(&n.item)?;
+                    tx.prepare_cached(
+                        "INSERT INTO bench_view (sequence_id, events) VALUES (?1, 1) \
+                         ON CONFLICT (sequence_id) DO UPDATE SET events = events + 1",
+                    )?
+                    .execute([n.item.sequence_id.as_bytes()])?;
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+            let applied = catch_up(&store, &projection, 1000).await.unwrap();
+            assert_eq!(applied, total as u64);
         })
     });
     g.bench_function("raw", |b| {

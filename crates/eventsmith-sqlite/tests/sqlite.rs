@@ -494,6 +494,61 @@ async fn a_version_1_file_migrates_keeping_its_ids_and_never_reuses_them() {
     assert_eq!(ids, 11..12, "id 10 was handed out before the migration");
 }
 
+/// A file of schema version 3 (before leases) is migrated on open: its rows and tracking
+/// records are kept, and runners can take leases on it.
+#[tokio::test]
+async fn a_version_3_file_migrates_and_takes_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    let a = Uuid::new_v4();
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.append(vec![item(a, 1)]).await.unwrap();
+        let tracking = eventsmith_core::Tracking {
+            follower: "f".into(),
+            from: 0,
+            to: 1,
+        };
+        store.append_tracked(Vec::new(), tracking).await.unwrap();
+        store.close().await;
+        // What version 3 had: everything but the leases.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE leases; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.select(a, &Select::all()).await.unwrap(),
+        vec![item(a, 1)]
+    );
+    assert_eq!(store.tracking_position("f").await.unwrap(), 1);
+    let lease = |owner| eventsmith_core::Lease {
+        follower: "f".into(),
+        owner,
+        ttl: std::time::Duration::from_secs(60),
+    };
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        store.claim_lease(&lease(first)).await.unwrap(),
+        eventsmith_core::LeaseClaim::Held
+    );
+    assert!(matches!(
+        store.claim_lease(&lease(second)).await.unwrap(),
+        eventsmith_core::LeaseClaim::Taken { owner, .. } if owner == first
+    ));
+    store.release_lease("f", first).await.unwrap();
+    assert_eq!(
+        store.claim_lease(&lease(second)).await.unwrap(),
+        eventsmith_core::LeaseClaim::Held
+    );
+    store.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
 /// Rows of the wrong SQL type or value, written by hand: reading them is `Corrupt`, naming the
 /// file, the sequence id and the position (or the notification id when the sequence id itself
 /// is unreadable); the other sequences still load.
