@@ -1,7 +1,11 @@
 //! The Cassandra store against a real node (`EVENTSMITH_CASSANDRA`): append latency (p50,
 //! p99) and throughput with 1, 8 and 64 concurrent writers on distinct aggregates, and the
-//! load of one 10,000-event aggregate. Percentiles need every sample, so this bench measures
-//! by hand and writes `target/criterion/cassandra.json`, which `cargo xtask bench` reads.
+//! load of one 10,000-event aggregate. Beside them, raw scylla-driver baselines on the same
+//! table, measured in the same run and interleaved with eventsmith's (one of each in turn,
+//! alternating which goes first, so the machine's noise falls on both): a single LWT insert, a 10-row conditional batch, and
+//! a paged select (pages of 1,000) of the 10,000-event partition, decoded. Percentiles need
+//! every sample, so this bench measures by hand and writes `target/criterion/cassandra.json`,
+//! which `cargo xtask bench` reads.
 
 use std::time::{Duration, Instant};
 
@@ -134,8 +138,184 @@ async fn run(address: &str) -> serde_json::Value {
     }
     loads.sort();
     let median = loads[loads.len() / 2];
+    let baselines = baselines(&store, &mapper, address, id).await;
     serde_json::json!({
         "writers": writers,
         "load_10000": { "median_ms": median.as_secs_f64() * 1e3, "events_per_s": 10_000.0 / median.as_secs_f64(), "rounds": rounds },
+        "baselines": baselines,
+    })
+}
+
+/// p50 and p99 of two sets of samples, and their ratios (eventsmith over raw).
+fn compare(mut ours: Vec<Duration>, mut raw: Vec<Duration>) -> serde_json::Value {
+    ours.sort();
+    raw.sort();
+    let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+    let (raw50, raw99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+    serde_json::json!({
+        "samples": ours.len(),
+        "p50_ms": p50, "p99_ms": p99,
+        "raw_p50_ms": raw50, "raw_p99_ms": raw99,
+        "p50_ratio": p50 / raw50, "p99_ratio": p99 / raw99,
+    })
+}
+
+/// The item of version `version` of aggregate `id`, encoded.
+fn encoded(
+    mapper: &EventMapper<BenchEvent>,
+    id: Uuid,
+    version: u64,
+) -> eventsmith_core::IntegerSequencedItem {
+    mapper
+        .encode(&Envelope {
+            originator_id: id,
+            version,
+            timestamp: time::OffsetDateTime::now_utc(),
+            metadata: Default::default(),
+            event: credit(version).into(),
+        })
+        .unwrap()
+}
+
+/// Whether a conditional write applied (its first column).
+fn lwt_applied(result: scylla::response::query_result::QueryResult) -> bool {
+    let rows = result.into_rows_result().unwrap();
+    rows.rows::<scylla::value::Row>().unwrap().all(|row| {
+        matches!(
+            row.unwrap().columns.first(),
+            Some(Some(scylla::value::CqlValue::Boolean(true)))
+        )
+    })
+}
+
+/// eventsmith's appends and load against the same work in plain scylla-driver calls, with
+/// the store's consistency levels (QUORUM, SERIAL) and statements prepared once.
+async fn baselines(
+    store: &CassandraStore,
+    mapper: &EventMapper<BenchEvent>,
+    address: &str,
+    loaded: Uuid,
+) -> serde_json::Value {
+    use scylla::statement::batch::{Batch, BatchType};
+    use scylla::statement::{Consistency, SerialConsistency};
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(address)
+        .build()
+        .await
+        .unwrap();
+    let table = "eventsmith_bench.integer_sequenced_items";
+    let mut insert = session
+        .prepare(format!("INSERT INTO {table} (sequence_id, position, topic, state, commit_id) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"))
+        .await
+        .unwrap();
+    insert.set_consistency(Consistency::Quorum);
+    insert.set_serial_consistency(Some(SerialConsistency::Serial));
+    let mut select = session
+        .prepare(format!(
+            "SELECT position, topic, state FROM {table} WHERE sequence_id = ? ORDER BY position ASC"
+        ))
+        .await
+        .unwrap();
+    select.set_consistency(Consistency::Quorum);
+    select.set_page_size(1000);
+    let row = |item: &eventsmith_core::IntegerSequencedItem| {
+        (
+            item.sequence_id,
+            item.position as i64,
+            item.topic.clone(),
+            item.payload.clone(),
+            Uuid::new_v4(),
+        )
+    };
+
+    let n = size(400, 100);
+    let (mut ours, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        // Who goes first alternates: the second of a pair may pay for the first's Paxos.
+        for turn in [i % 2, 1 - i % 2] {
+            let item = encoded(mapper, Uuid::new_v4(), 1);
+            let t = Instant::now();
+            if turn == 0 {
+                store.append(vec![item]).await.unwrap();
+                ours.push(t.elapsed());
+            } else {
+                let result = session.execute_unpaged(&insert, row(&item)).await.unwrap();
+                assert!(lwt_applied(result));
+                raw.push(t.elapsed());
+            }
+        }
+    }
+    let single = compare(ours, raw);
+
+    let n = size(200, 60);
+    let (mut ours, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut batch = Batch::new(BatchType::Unlogged);
+    for _ in 0..10 {
+        batch.append_statement(insert.clone());
+    }
+    batch.set_consistency(Consistency::Quorum);
+    batch.set_serial_consistency(Some(SerialConsistency::Serial));
+    for i in 0..n {
+        for turn in [i % 2, 1 - i % 2] {
+            let id = Uuid::new_v4();
+            let items: Vec<_> = (1..=10).map(|v| encoded(mapper, id, v)).collect();
+            let t = Instant::now();
+            if turn == 0 {
+                store.append(items).await.unwrap();
+                ours.push(t.elapsed());
+            } else {
+                let rows: Vec<_> = items.iter().map(row).collect();
+                let t = Instant::now();
+                let result = session.batch(&batch, rows).await.unwrap();
+                assert!(lwt_applied(result));
+                raw.push(t.elapsed());
+            }
+        }
+    }
+    let batch_10 = compare(ours, raw);
+
+    let rounds = size(10, 3);
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let items = store.select(loaded, &Select::all()).await.unwrap();
+        let events: Vec<_> = items.iter().map(|i| mapper.decode(i).unwrap()).collect();
+        assert_eq!(events.len(), 10_000);
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        let mut rows = session
+            .execute_iter(select.clone(), (loaded,))
+            .await
+            .unwrap()
+            .rows_stream::<(i64, String, Vec<u8>)>()
+            .unwrap();
+        let mut decoded = 0;
+        while let Some((position, topic, payload)) = futures_util::TryStreamExt::try_next(&mut rows)
+            .await
+            .unwrap()
+        {
+            let item = eventsmith_core::IntegerSequencedItem {
+                sequence_id: loaded,
+                position: position as u64,
+                topic,
+                payload,
+            };
+            mapper.decode(&item).unwrap();
+            decoded += 1;
+        }
+        assert_eq!(decoded, 10_000);
+        raw.push(t.elapsed());
+    }
+    ours.sort();
+    raw.sort();
+    let (median, raw_median) = (ours[ours.len() / 2], raw[raw.len() / 2]);
+    serde_json::json!({
+        "lwt_single": single,
+        "lwt_batch_10": batch_10,
+        "load_10000": {
+            "median_ms": median.as_secs_f64() * 1e3,
+            "raw_median_ms": raw_median.as_secs_f64() * 1e3,
+            "rate_ratio": raw_median.as_secs_f64() / median.as_secs_f64(),
+        },
     })
 }

@@ -445,6 +445,38 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
         load["median_ms"].as_f64().unwrap_or(f64::NAN),
         human(load["events_per_s"].as_f64().unwrap_or(f64::NAN))
     ));
+    let base = &report["baselines"];
+    if base.is_object() {
+        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+        out.push_str(
+            "\nAgainst raw scylla-driver calls on the same table, interleaved with eventsmith's (QUORUM, SERIAL):\n\n\
+             | work | eventsmith p50 | raw p50 | ratio | eventsmith p99 | raw p99 | ratio | goal | met |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n",
+        );
+        for (name, key) in [
+            ("append of one event (LWT insert)", "lwt_single"),
+            ("append of 10 events (conditional batch)", "lwt_batch_10"),
+        ] {
+            let m = &base[key];
+            let (r50, r99) = (f(&m["p50_ratio"]), f(&m["p99_ratio"]));
+            out.push_str(&format!(
+                "| {name} | {:.2} ms | {:.2} ms | {r50:.2}x | {:.2} ms | {:.2} ms | {r99:.2}x | <= 1.2x at p50 and p99 | {} |\n",
+                f(&m["p50_ms"]),
+                f(&m["raw_p50_ms"]),
+                f(&m["p99_ms"]),
+                f(&m["raw_p99_ms"]),
+                if r50 <= 1.2 && r99 <= 1.2 { "yes" } else { "no" },
+            ));
+        }
+        let load = &base["load_10000"];
+        let ratio = f(&load["rate_ratio"]);
+        out.push_str(&format!(
+            "\nLoading the 10,000-event aggregate, decoded: eventsmith {:.1} ms, raw paged select + decode {:.1} ms (median): {ratio:.2}x the raw rate (goal >= 0.8x: {}).\n",
+            f(&load["median_ms"]),
+            f(&load["raw_median_ms"]),
+            if ratio >= 0.8 { "met" } else { "not met" },
+        ));
+    }
     Ok(out)
 }
 
