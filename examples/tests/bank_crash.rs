@@ -1,5 +1,6 @@
-//! The bank's transfers process under `kill -9`: a child process sends transfers and runs the
-//! transfers process; it is killed at random moments 20 times (between a debit and its
+//! The bank's transfers process under `kill -9`: two child processes at a time send
+//! transfers and run the bank's system (one holds the transfers process's lease, the other
+//! stands by to take over); one of them is killed at random moments 20 times (between a debit and its
 //! credit, in the middle of the process's page, wherever it happens to be). After restarts
 //! and a final settle, every transfer completed exactly once and no money was made or lost.
 //!
@@ -105,50 +106,47 @@ fn transfers_survive_kill_9() {
         store.close().await;
     });
     let exe = std::env::current_exe().unwrap();
-    let mut seed = Uuid::new_v4().as_u128() as u64;
-    for _ in 0..KILLS {
-        let mut child = Command::new(&exe)
+    let spawn = || {
+        Command::new(&exe)
             .args(["--child", path.to_str().unwrap()])
             .stdout(Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
+    };
+    // Two processes at a time, both sending transfers and running the bank's system: one
+    // holds the transfers process's lease, the other stands by. Each round kills one of them
+    // (the lease holder or not) and starts another.
+    let mut children = [spawn(), spawn()];
+    let mut seed = Uuid::new_v4().as_u128() as u64;
+    for _ in 0..KILLS {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        std::thread::sleep(Duration::from_millis(80 + (seed >> 33) % 250));
-        child.kill().unwrap(); // SIGKILL
-        let status = child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(80 + (seed >> 33) % 400));
+        let victim = &mut children[(seed >> 20) as usize % 2];
+        victim.kill().unwrap(); // SIGKILL
+        let status = victim.wait().unwrap();
         assert!(!status.success(), "the child was killed, not finished");
+        *victim = spawn();
+    }
+    for child in &mut children {
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
     runtime().block_on(async {
         let store = SqliteStore::open(&path).await.unwrap();
         let bank = bank(store.clone());
-        bank.settle().await.unwrap();
         let accounts = accounts(&path);
-        let (mut sent, mut completed) = (HashMap::new(), HashMap::<Uuid, usize>::new());
-        let mut total = 0;
-        for id in &accounts {
-            total += bank.balance(*id).await.unwrap();
-            let events = bank
-                .accounts()
-                .repository()
-                .event_store()
-                .load(*id, &Select::all())
-                .await
-                .unwrap();
-            for e in events {
-                match e.event {
-                    AccountEvent::TransferSent(t) => {
-                        sent.insert(t.transfer_id, t.amount);
-                    }
-                    AccountEvent::TransferReceived(t) => {
-                        *completed.entry(t.transfer_id).or_default() += 1
-                    }
-                    AccountEvent::TransferReturned(t) => {
-                        *completed.entry(t.transfer_id).or_default() += 1
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let (sent_by_children, completed, _) = tally(&bank, &accounts).await;
+        let before_settle = completed.len();
+        // A process whose pages kept conflicting with the children's own transfers (4 hot
+        // accounts) once completed 39 of 8,595 while they ran; with its steps halved on a
+        // conflict, about half.
+        assert!(
+            before_settle * 5 >= sent_by_children.len(),
+            "the children's transfers process completed only {before_settle} of {} transfers",
+            sent_by_children.len()
+        );
+        bank.settle().await.unwrap();
+        let (sent, completed, total) = tally(&bank, &accounts).await;
         assert!(
             sent.len() > 50,
             "the children sent only {} transfers",
@@ -162,10 +160,45 @@ fn transfers_survive_kill_9() {
         assert!(lost.is_empty(), "transfers never completed: {lost:?}");
         assert_eq!(total, OPENING * ACCOUNTS as i64, "money made or lost");
         println!(
-            "{} transfers across {KILLS} kills: each completed once, {} cents conserved",
+            "{} transfers across {KILLS} kills of two processes sharing the bank ({before_settle} completed by their transfers process): each completed once, {} cents conserved",
             sent.len(),
             total
         );
         store.close().await;
     });
+}
+
+/// The transfers sent (id and amount), how often each completed (credited or returned), and
+/// the sum of all balances.
+async fn tally(
+    bank: &Bank<SqliteStore>,
+    accounts: &[Uuid],
+) -> (HashMap<Uuid, u64>, HashMap<Uuid, usize>, i64) {
+    let (mut sent, mut completed) = (HashMap::new(), HashMap::<Uuid, usize>::new());
+    let mut total = 0;
+    for id in accounts {
+        total += bank.balance(*id).await.unwrap();
+        let events = bank
+            .accounts()
+            .repository()
+            .event_store()
+            .load(*id, &Select::all())
+            .await
+            .unwrap();
+        for e in events {
+            match e.event {
+                AccountEvent::TransferSent(t) => {
+                    sent.insert(t.transfer_id, t.amount);
+                }
+                AccountEvent::TransferReceived(t) => {
+                    *completed.entry(t.transfer_id).or_default() += 1
+                }
+                AccountEvent::TransferReturned(t) => {
+                    *completed.entry(t.transfer_id).or_default() += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    (sent, completed, total)
 }

@@ -82,8 +82,9 @@ impl From<AppendError> for FollowError {
 /// integration that forwards events elsewhere.
 ///
 /// The contract: [`handle`](Self::handle) gets the notifications after `from` (the position
-/// the follower had recorded when the page was read), in id order, and must apply all of
-/// them and record the last id as its position, or apply none. On a
+/// the follower had recorded when the page was read), in id order, and must apply them and
+/// record the last id as its position, each write applying a prefix of the page together
+/// with the position it reached (the whole page, or several steps). On a
 /// [`Delivery::Transactional`](crate::Delivery::Transactional) store it does both in one
 /// atomic write ([`ItemStore::append_tracked`]), which also fails with
 /// [`FollowError::Moved`] when another runner applied the page first, so no page is ever
@@ -105,10 +106,12 @@ pub trait Follower<S: ItemStore>: Send + Sync + 'static {
         Box::pin(async move { Ok(store.tracking_position(self.name()).await?) })
     }
 
-    /// Applies `page` (the notifications after `from`) and records the last one's id, all or
-    /// nothing.
+    /// Applies `page` (the notifications after `from`) and records the last one's id.
     ///
-    /// Dropping the future may leave the page applied or not, never in part.
+    /// Either all at once, or in steps that each apply a prefix and record its last id
+    /// atomically (a [`Process`] halves its step after a conflict); `Ok` only when the whole
+    /// page is applied. After an error, a crash or a dropped future, what was applied is
+    /// recorded with it, never in part, so the next read starts right after it.
     fn handle<'a>(
         &'a self,
         store: &'a S,
@@ -990,27 +993,28 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
         page: &'a [Notification],
     ) -> BoxFuture<'a, Result<(), FollowError>> {
         Box::pin(async move {
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
             let mapper = self.app.repository().event_store().mapper().clone();
-            let mut pauses = self.app.retry_policy().pauses_between();
-            loop {
-                let mut unit = self.decide(page).await?;
+            let policy = self.app.retry_policy();
+            let mut pauses = policy.pauses_between();
+            // The page is applied in steps, each one atomic write of its events and the
+            // tracking record: the whole page at first, halved after each conflict. A page
+            // whose events touch aggregates other writers keep changing would otherwise
+            // conflict on every try, and never complete under steady contention.
+            let (mut from, mut done, mut step) = (from, 0, page.len());
+            while done < page.len() {
+                let chunk = &page[done..(done + step).min(page.len())];
+                let last = chunk.last().expect("a step holds a notification").id;
+                let mut unit = self.decide(chunk).await?;
                 let mut items = Vec::new();
                 for id in &unit.order {
                     for envelope in unit.roots[id].0.pending() {
-                        items.push(
-                            mapper
-                                .encode(envelope)
-                                .map_err(|e| self.failed(last.id, e))?,
-                        );
+                        items.push(mapper.encode(envelope).map_err(|e| self.failed(last, e))?);
                     }
                 }
                 let tracking = Tracking {
                     follower: self.name.clone(),
                     from,
-                    to: last.id,
+                    to: last,
                 };
                 match store.append_tracked(items, tracking).await {
                     Ok(_) => {
@@ -1019,16 +1023,23 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
                             let events = root.commit_pending();
                             self.app.committed(root, *before, &events).await;
                         }
-                        return Ok(());
+                        (from, done) = (last, done + chunk.len());
+                        step = (step * 2).min(page.len());
+                        pauses = policy.pauses_between();
+                    }
+                    // Another writer changed one of the aggregates: decide again on fresh
+                    // state, over half as many notifications.
+                    Err(AppendError::Conflict { .. }) if chunk.len() > 1 => {
+                        step = chunk.len() / 2;
                     }
                     Err(conflict @ AppendError::Conflict { .. }) => match pauses.next() {
-                        // Another writer changed one of the aggregates: decide again.
                         Some(pause) => tokio::time::sleep(pause).await,
                         None => return Err(FollowError::Append(conflict)),
                     },
                     Err(e) => return Err(e.into()),
                 }
             }
+            Ok(())
         })
     }
 }

@@ -56,6 +56,11 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     /// written. Otherwise every item is written and gets a notification id; the ids of one
     /// batch are contiguous and returned as a range (empty for an empty batch, which is a
     /// no-op). Stores without notifications return an empty range.
+    ///
+    /// Dropping the future does not undo the append: it may still commit (SQLite commits a
+    /// queued append; Cassandra's request may already be at the server), or not, but never
+    /// in part. To retry an append whose answer was lost, use
+    /// [`append_with_key`](Self::append_with_key) with the same key.
     fn append(
         &self,
         items: Vec<IntegerSequencedItem>,
@@ -73,6 +78,11 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     /// two keys. A batch of several sequences is a [`StoreError::InvalidItem`]; an empty batch
     /// is a no-op that stores nothing. Backends check batches with
     /// [`keyed_batch`](crate::backend::keyed_batch).
+    ///
+    /// Dropping the future is as for [`append`](Self::append): the append may still commit,
+    /// whole, with its key; sending it again under the same key then answers
+    /// [`KeyedAppend::AlreadyApplied`] (the testkit's
+    /// `dropped_keyed_appends_apply_once_on_retry` checks this on every backend).
     fn append_with_key(
         &self,
         items: Vec<IntegerSequencedItem>,
@@ -80,6 +90,9 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<KeyedAppend, AppendError>> + Send;
 
     /// What the append stored under `key` for `sequence_id` wrote, if there was one.
+    ///
+    /// Reads (this and every other read of this trait) change nothing: dropping their
+    /// futures abandons them.
     fn find_key(
         &self,
         sequence_id: Uuid,

@@ -288,6 +288,42 @@ async fn an_append_waits_for_a_lock_released_within_the_busy_timeout() {
     );
 }
 
+/// A keyed append queued for the writer (another connection holds the write lock) whose
+/// future is dropped still commits once the lock is released, as its docs say; a retry under
+/// the same key then writes nothing and answers with the dropped append's versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_queued_append_still_commits_and_its_retry_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let id = Uuid::new_v4();
+    let key = eventsmith_core::IdempotencyKey::new("dropped-while-queued").unwrap();
+    let batch = || vec![item(id, 1), item(id, 2)];
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(50),
+        store.append_with_key(batch(), &key),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the append waited for the lock, and was dropped"
+    );
+    assert!(store.select(id, &Select::all()).await.unwrap().is_empty());
+    other.execute_batch("ROLLBACK").unwrap();
+    let retry = store.append_with_key(batch(), &key).await.unwrap();
+    assert_eq!(
+        retry,
+        eventsmith_core::KeyedAppend::AlreadyApplied(eventsmith_core::PriorAppend {
+            sequence_id: id,
+            versions: 1..=2
+        }),
+        "the dropped append committed first, under its key"
+    );
+    assert_eq!(store.select(id, &Select::all()).await.unwrap(), batch());
+}
+
 /// Appends one item to each of `n` new sequences, one after the other.
 async fn append_one_by_one(store: &SqliteStore, n: usize) {
     for _ in 0..n {

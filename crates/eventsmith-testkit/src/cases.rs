@@ -21,8 +21,8 @@ pub use crate::follow::{
     process_applies_each_event_once, two_runners_never_apply_a_page_twice,
 };
 pub use crate::idempotency::{
-    failed_keyed_append_stores_no_key, idempotency_key_replays_the_first_append,
-    racing_keyed_appends_apply_once,
+    dropped_keyed_appends_apply_once_on_retry, failed_keyed_append_stores_no_key,
+    idempotency_key_replays_the_first_append, racing_keyed_appends_apply_once,
 };
 
 /// An item with a payload that says where it belongs.

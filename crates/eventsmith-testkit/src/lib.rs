@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             idempotency_key_replays_the_first_append,
             failed_keyed_append_stores_no_key,
             racing_keyed_appends_apply_once,
+            dropped_keyed_appends_apply_once_on_retry,
             first_command_creates_with_many_events,
             idempotent_commands_apply_once,
             metadata_round_trips,
