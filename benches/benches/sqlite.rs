@@ -15,7 +15,8 @@
 //! - g: one point read (`latest`), the cost of the async store API; raw: the same select on
 //!   the calling thread;
 //! - j: a follower projecting the whole log of d, decoded, into a table of the same file
-//!   (pages of 1,000, each one transaction with its tracking record); raw: d's raw read-all.
+//!   (pages of 1,000, each one transaction with its tracking record); raw: d's raw read-all,
+//!   and beside it raw-projection, the same projection in plain rusqlite.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -519,6 +520,59 @@ fn bench_reads(c: &mut Criterion, rt: &Runtime) {
                 read += rows.len();
             }
             assert_eq!(read, total);
+        })
+    });
+    // The same work as the projection in plain rusqlite: per page, one transaction reads it,
+    // decodes and upserts each event, and moves a tracking row. Context for the goal: what
+    // projecting costs SQLite itself.
+    raw.execute_batch(
+        "CREATE TABLE IF NOT EXISTS raw_view (sequence_id BLOB PRIMARY KEY, events INTEGER NOT NULL)",
+    )
+    .unwrap();
+    g.bench_function("raw-projection", |b| {
+        b.iter(|| {
+            let mut after = 0i64;
+            let mut applied = 0;
+            loop {
+                raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+                let rows: Vec<RawNotification> = raw
+                    .prepare_cached("SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1 ORDER BY notification_id LIMIT 1000")
+                    .unwrap()
+                    .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let Some(last) = rows.last().map(|r| r.4) else {
+                    raw.execute_batch("ROLLBACK").unwrap();
+                    break;
+                };
+                let mut upsert = raw
+                    .prepare_cached(
+                        "INSERT INTO raw_view (sequence_id, events) VALUES (?1, 1) \
+                         ON CONFLICT (sequence_id) DO UPDATE SET events = events + 1",
+                    )
+                    .unwrap();
+                for (sequence_id, position, topic, payload, _) in rows.iter().cloned() {
+                    let item = SequencedItem {
+                        sequence_id: Uuid::from_slice(&sequence_id).unwrap(),
+                        position: position as u64,
+                        topic,
+                        payload,
+                    };
+                    mapper.decode(&item).unwrap();
+                    upsert.execute([&sequence_id]).unwrap();
+                }
+                raw.execute(
+                    "INSERT INTO tracking (projection, notification_id) VALUES ('raw', ?1) \
+                     ON CONFLICT (projection) DO UPDATE SET notification_id = excluded.notification_id",
+                    [last],
+                )
+                .unwrap();
+                raw.execute_batch("COMMIT").unwrap();
+                after = last;
+                applied += rows.len();
+            }
+            assert_eq!(applied, total);
         })
     });
     g.finish();
