@@ -1,8 +1,9 @@
 //! Projections on Cassandra. Without a global notification log, a projection follows each
 //! sequence on its own, and records per (projection, sequence) how far it has read. The
-//! output rows and that tracking record are written in one *logged* batch, which Cassandra
-//! applies in full or not at all (atomic, though not isolated), so a crash and a re-run
-//! neither skip nor repeat an event. One runner per projection at a time.
+//! output rows and that tracking record are written in *logged* batches, which Cassandra
+//! applies in full or not at all (atomic, though not isolated), each with the position of
+//! its last event, so a crash and a re-run neither skip nor repeat an event. One runner per
+//! projection at a time.
 
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::CqlValue;
@@ -40,6 +41,24 @@ impl From<CqlParam> for CqlValue {
     }
 }
 
+/// What one logged batch of a projection may carry, in bytes of statements and values: under
+/// Cassandra's `batch_size_fail_threshold` (50 KiB by default), past which it refuses a
+/// batch, so a long backlog is written in several.
+const BATCH_BYTES: usize = 40 * 1024;
+
+impl CqlParam {
+    /// About what the value adds to a batch.
+    fn size(&self) -> usize {
+        match self {
+            CqlParam::Uuid(_) => 16,
+            CqlParam::BigInt(_) => 8,
+            CqlParam::Int(_) => 4,
+            CqlParam::Text(t) => t.len(),
+            CqlParam::Blob(b) => b.len(),
+        }
+    }
+}
+
 /// One write of a projection's output: a CQL statement (not conditional, not a counter) and
 /// its values.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +85,12 @@ impl CassandraStore {
             "SELECT position FROM {}.tracking WHERE projection = ? AND sequence_id = ?",
             self.inner.config.keyspace
         );
+        // Prepared once, with the configured consistency set on the statement itself.
+        let stmt = self.select_statement(cql).await?;
         let result = self
             .inner
             .session
-            .query_unpaged(cql, (projection, sequence_id))
+            .execute_unpaged(&stmt, (projection, sequence_id))
             .await
             .map_err(read_error)?;
         let rows = result.into_rows_result().map_err(backend)?;
@@ -80,12 +101,14 @@ impl CassandraStore {
     }
 
     /// Feeds `project` the events of `sequence_id` after the projection's position, and writes
-    /// the output it returns together with the new position in one logged batch. Returns how
-    /// many events were applied. If `project` fails, nothing of this run is written.
+    /// the output it returns together with the new position, in logged batches of at most
+    /// about 40 KiB (each with the position of its last event, so a failure between them
+    /// leaves a consistent prefix applied). Returns how many events were applied. If
+    /// `project` fails, nothing of this run is written.
     ///
     /// # Cancellation
     ///
-    /// A future dropped while the batch is in flight may still have written it (a logged
+    /// A future dropped while a batch is in flight may still have written it (a logged
     /// batch is applied whole or not at all): the next run reads the tracking position and
     /// goes on from whichever state it finds, so no event is applied twice.
     pub async fn project_sequence<E>(
@@ -99,13 +122,42 @@ impl CassandraStore {
         let Some(last) = items.last().map(|i| i.position) else {
             return Ok(Ok(0));
         };
-        let mut writes = Vec::new();
+        let mut outputs = Vec::with_capacity(items.len());
         for item in &items {
             match project(item) {
-                Ok(w) => writes.extend(w),
+                Ok(w) => outputs.push((item.position, w)),
                 Err(e) => return Ok(Err(e)),
             }
         }
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        let mut at = from;
+        for (position, writes) in outputs {
+            let size: usize = writes
+                .iter()
+                .map(|w| w.cql.len() + w.values.iter().map(CqlParam::size).sum::<usize>())
+                .sum();
+            if bytes > 0 && bytes + size > BATCH_BYTES {
+                self.write_projected(projection, sequence_id, std::mem::take(&mut batch), at)
+                    .await?;
+                bytes = 0;
+            }
+            batch.extend(writes);
+            bytes += size;
+            at = position;
+        }
+        self.write_projected(projection, sequence_id, batch, last)
+            .await?;
+        Ok(Ok(items.len() as u64))
+    }
+
+    /// Writes `writes` and moves the tracking record to `position`, in one logged batch.
+    async fn write_projected(
+        &self,
+        projection: &str,
+        sequence_id: Uuid,
+        writes: Vec<CqlWrite>,
+        position: Version,
+    ) -> Result<(), StoreError> {
         let ks = &self.inner.config.keyspace;
         let mut batch = Batch::new(BatchType::Logged);
         let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(writes.len() + 1);
@@ -122,7 +174,7 @@ impl CassandraStore {
         values.push(vec![
             CqlValue::Text(projection.to_owned()),
             CqlValue::Uuid(sequence_id),
-            CqlValue::BigInt(last as i64),
+            CqlValue::BigInt(position as i64),
         ]);
         batch.set_consistency(self.inner.config.driver_consistency());
         self.inner
@@ -130,6 +182,6 @@ impl CassandraStore {
             .batch(&batch, values)
             .await
             .map_err(read_error)?;
-        Ok(Ok(items.len() as u64))
+        Ok(())
     }
 }

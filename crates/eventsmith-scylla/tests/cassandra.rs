@@ -500,3 +500,50 @@ async fn a_projection_writes_its_output_and_position_together_and_resumes_exactl
     let expected: Vec<(i64, i32)> = (1..=7).map(|p| (p, if p <= 5 { 2 } else { 3 })).collect();
     assert_eq!(rows(id).await, expected, "every event applied exactly once");
 }
+
+/// A backlog far past Cassandra's batch size limit (3,000 events, about 300 KiB of output)
+/// is projected in several logged batches, each with its position: everything applied once,
+/// the position at the last event.
+#[tokio::test]
+async fn a_long_backlog_is_projected_in_batches_under_the_size_limit() {
+    let Some((store, ())) = common::store().await else {
+        return;
+    };
+    let address = common::address().unwrap();
+    let ks = common::keyspace();
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&address)
+        .build()
+        .await
+        .unwrap();
+    let view = format!("view_{}", Uuid::new_v4().simple());
+    session
+        .query_unpaged(format!("CREATE TABLE {ks}.{view} (sequence_id uuid, position bigint, run int, PRIMARY KEY ((sequence_id), position))"), &[])
+        .await
+        .unwrap();
+    session.await_schema_agreement().await.unwrap();
+    let id = Uuid::new_v4();
+    for chunk in (1..=3000u64).collect::<Vec<_>>().chunks(100) {
+        store
+            .append(chunk.iter().map(|v| item(id, *v, "e")).collect())
+            .await
+            .unwrap();
+    }
+    let name = format!("p{}", Uuid::new_v4().simple());
+    let applied = store
+        .project_sequence(&name, id, view_writes(ks, &view, 1))
+        .await
+        .expect("a backlog larger than one batch may carry")
+        .unwrap();
+    assert_eq!(applied, 3000);
+    assert_eq!(store.tracking_position(&name, id).await.unwrap(), 3000);
+    let result = session
+        .query_unpaged(
+            format!("SELECT count(*) FROM {ks}.{view} WHERE sequence_id = ?"),
+            (id,),
+        )
+        .await
+        .unwrap();
+    let (count,): (i64,) = result.into_rows_result().unwrap().first_row().unwrap();
+    assert_eq!(count, 3000);
+}
