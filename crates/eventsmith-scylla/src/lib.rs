@@ -79,6 +79,11 @@ use uuid::Uuid;
 
 pub use projection::{CqlParam, CqlWrite};
 
+/// The version of the keyspace's tables this build creates and reads, stamped in its
+/// `eventsmith_schema` table by [`CassandraStore::create_schema`] and checked by
+/// [`CassandraStore::connect`]: 1 was before idempotency keys, 2 has them.
+pub const SCHEMA_VERSION: i32 = 2;
+
 use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
 use eventsmith_core::{
     AppendError, BoxError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore,
@@ -517,6 +522,108 @@ async fn open_session(config: &CassandraConfig) -> Result<Session, StoreError> {
     })
 }
 
+/// Stamps the keyspace with [`SCHEMA_VERSION`] (a lightweight transaction, so processes
+/// creating the schema at once agree), raising an older stamp; refuses a newer one.
+async fn stamp_schema(session: &Session, config: &CassandraConfig) -> Result<(), StoreError> {
+    let ks = &config.keyspace;
+    let mut insert = session
+        .prepare(format!(
+            "INSERT INTO {ks}.eventsmith_schema (component, version) VALUES ('eventsmith', ?) IF NOT EXISTS"
+        ))
+        .await
+        .map_err(backend)?;
+    insert.set_consistency(config.driver_consistency());
+    insert.set_serial_consistency(Some(config.driver_serial()));
+    let found = session
+        .execute_unpaged(&insert, (SCHEMA_VERSION,))
+        .await
+        .map_err(backend)?;
+    let rows = found.into_rows_result().map_err(backend)?;
+    let version = rows.column_specs().get_by_name("version").map(|(i, _)| i);
+    let Some(row) = rows.rows::<Row>().map_err(backend)?.next() else {
+        return Err(backend("a conditional insert answered no row"));
+    };
+    let row = row.map_err(backend)?;
+    if matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true)))) {
+        return Ok(());
+    }
+    let existing = match version.and_then(|i| row.columns.get(i)) {
+        Some(Some(CqlValue::Int(v))) => *v,
+        _ => 0,
+    };
+    match existing.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(newer_schema(ks, existing)),
+        // The tables were brought up to date above; raise the stamp.
+        std::cmp::Ordering::Less => {
+            let mut update = session
+                .prepare(format!(
+                    "UPDATE {ks}.eventsmith_schema SET version = ? WHERE component = 'eventsmith' IF version = ?"
+                ))
+                .await
+                .map_err(backend)?;
+            update.set_consistency(config.driver_consistency());
+            update.set_serial_consistency(Some(config.driver_serial()));
+            session
+                .execute_unpaged(&update, (SCHEMA_VERSION, existing))
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+    }
+}
+
+fn newer_schema(ks: &str, version: i32) -> StoreError {
+    StoreError::Corrupt {
+        detail: format!(
+            "keyspace {ks} has eventsmith schema version {version}, newer than the {SCHEMA_VERSION} this build reads; upgrade eventsmith"
+        ),
+    }
+}
+
+/// Checks the keyspace's stamp (read at SERIAL, so a stamp just written is seen) before
+/// anything is prepared.
+async fn check_schema(session: &Session, config: &CassandraConfig) -> Result<(), StoreError> {
+    let ks = &config.keyspace;
+    let missing = || StoreError::Config {
+        detail: format!(
+            "keyspace {ks} has no eventsmith schema stamp (run CassandraStore::create_schema, which creates or upgrades the tables)"
+        ),
+    };
+    let mut select = match session
+        .prepare(format!(
+            "SELECT version FROM {ks}.eventsmith_schema WHERE component = 'eventsmith'"
+        ))
+        .await
+    {
+        Ok(select) => select,
+        Err(PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(DbError::Invalid, _),
+        }) => return Err(missing()),
+        Err(e) => return Err(backend(e)),
+    };
+    select.set_consistency(config.driver_serial_read());
+    let version = session
+        .execute_unpaged(&select, ())
+        .await
+        .map_err(read_error)?
+        .into_rows_result()
+        .map_err(backend)?
+        .maybe_first_row::<(Option<i32>,)>()
+        .map_err(backend)?
+        .and_then(|(v,)| v);
+    match version {
+        None => Err(missing()),
+        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        Some(v) if v > SCHEMA_VERSION => Err(newer_schema(ks, v)),
+        Some(v) => Err(StoreError::Config {
+            detail: format!(
+                "keyspace {ks} has eventsmith schema version {v}, older than {SCHEMA_VERSION}: run CassandraStore::create_schema to upgrade it"
+            ),
+        }),
+    }
+}
+
 /// Adds the idempotency keys to a table created before they existed: a static map per
 /// partition (key -> first and last version written), so that a key is written in the same
 /// single-partition conditional batch as the rows it covers.
@@ -547,7 +654,9 @@ async fn add_idempotency_column(session: &Session, ks: &str) -> Result<(), Store
 
 impl CassandraStore {
     /// Creates the keyspace (with the configured replication) and the tables, if missing,
-    /// and waits for schema agreement.
+    /// brings older tables up to date, waits for schema agreement and stamps the keyspace
+    /// with [`SCHEMA_VERSION`]; a keyspace stamped by a newer eventsmith is refused
+    /// ([`StoreError::Corrupt`]).
     ///
     /// # Cancellation
     ///
@@ -590,18 +699,28 @@ impl CassandraStore {
                 .map_err(backend)?;
         }
         add_idempotency_column(&session, ks).await?;
+        session
+            .query_unpaged(
+                format!("CREATE TABLE IF NOT EXISTS {ks}.eventsmith_schema (component text PRIMARY KEY, version int)"),
+                &[],
+            )
+            .await
+            .map_err(backend)?;
         session.await_schema_agreement().await.map_err(backend)?;
-        Ok(())
+        stamp_schema(&session, config).await
     }
 
     /// Connects and prepares the statements; the schema must exist
-    /// ([`create_schema`](Self::create_schema)).
+    /// ([`create_schema`](Self::create_schema)) and carry this build's [`SCHEMA_VERSION`]
+    /// (an older stamp or none is [`StoreError::Config`]: run `create_schema`, which upgrades
+    /// it; a newer one is [`StoreError::Corrupt`]).
     ///
     /// # Cancellation
     ///
     /// A dropped future leaves nothing behind: the session it was opening is closed.
     pub async fn connect(config: CassandraConfig) -> Result<Self, StoreError> {
         let session = open_session(&config).await?;
+        check_schema(&session, &config).await?;
         let ks: &str = &config.keyspace;
         let prepare = |cql: String| {
             let session = &session;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use eventsmith_core::{AppendError, ItemStore, Position, Select, SequencedItem, StoreError};
-use eventsmith_scylla::{CassandraConfig, CassandraStore, CqlParam, CqlWrite};
+use eventsmith_scylla::{CassandraConfig, CassandraStore, CqlParam, CqlWrite, SCHEMA_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
@@ -546,4 +546,66 @@ async fn a_long_backlog_is_projected_in_batches_under_the_size_limit() {
         .unwrap();
     let (count,): (i64,) = result.into_rows_result().unwrap().first_row().unwrap();
     assert_eq!(count, 3000);
+}
+
+/// The keyspace's schema stamp is checked on connect: none (a keyspace of an older build, or
+/// not eventsmith's) and an older one send the user to `create_schema`, which upgrades it; a
+/// newer one is refused by both.
+#[tokio::test]
+async fn connect_checks_the_keyspace_schema_stamp() {
+    let Some(address) = common::address() else {
+        return;
+    };
+    let ks = format!("{}_stamp", common::keyspace());
+    let config = CassandraConfig::new([address.as_str()], &ks).unwrap();
+    CassandraStore::create_schema(&config).await.unwrap();
+    CassandraStore::connect(config.clone())
+        .await
+        .expect("a freshly created keyspace");
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(&address)
+        .build()
+        .await
+        .unwrap();
+    let set = |version: Option<i32>| {
+        let (session, ks) = (&session, &ks);
+        async move {
+            let cql = match version {
+                Some(v) => format!(
+                    "UPDATE {ks}.eventsmith_schema SET version = {v} WHERE component = 'eventsmith' IF EXISTS"
+                ),
+                None => format!(
+                    "DELETE FROM {ks}.eventsmith_schema WHERE component = 'eventsmith' IF EXISTS"
+                ),
+            };
+            session.query_unpaged(cql, &[]).await.unwrap();
+        }
+    };
+    let connect = || CassandraStore::connect(config.clone());
+    let message = |e: StoreError| e.to_string();
+
+    set(None).await;
+    let e = message(connect().await.unwrap_err());
+    assert!(e.contains("no eventsmith schema stamp"), "{e}");
+    CassandraStore::create_schema(&config).await.unwrap();
+    connect().await.expect("create_schema stamped it again");
+
+    set(Some(1)).await;
+    let e = message(connect().await.unwrap_err());
+    assert!(e.contains("older than 2"), "{e}");
+    CassandraStore::create_schema(&config).await.unwrap();
+    connect().await.expect("create_schema raised the stamp");
+
+    set(Some(SCHEMA_VERSION + 1)).await;
+    for e in [
+        connect().await.unwrap_err(),
+        CassandraStore::create_schema(&config).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("newer than"), "{e}");
+    }
+    session
+        .query_unpaged(format!("DROP KEYSPACE {ks}"), &[])
+        .await
+        .unwrap();
 }
