@@ -49,6 +49,12 @@
 //! tracking record commit together, under the same lock as every append (its items' ids are
 //! ordered like any others), and the record's compare-and-set cannot race another runner.
 //!
+//! Every group commit that writes items also runs `SELECT pg_notify(channel, '')` in its
+//! transaction ([`PostgresStore::notification_channel`], one channel per schema), so the
+//! notification is delivered when, and only if, it commits. [`PostgresStore::listen`] wakes a
+//! [`RunnerWaker`](eventsmith_core::RunnerWaker) on those notifications, from whichever
+//! process committed: runners need not poll often to follow other processes promptly.
+//!
 //! # Cancellation
 //!
 //! Every async method may be cancelled by dropping its future, with these effects:
@@ -88,6 +94,7 @@
 
 mod config;
 mod error;
+mod listen;
 mod pool;
 mod schema;
 mod writer;
@@ -110,6 +117,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 pub use config::PostgresConfig;
+pub use listen::Listener;
 pub use schema::SCHEMA_VERSION;
 pub use writer::CommitStats;
 
@@ -131,6 +139,8 @@ struct Inner {
     counters: Arc<Counters>,
     closed: AtomicBool,
     config: PostgresConfig,
+    /// Where the writer's commits are notified ([`PostgresStore::listen`]).
+    channel: String,
 }
 
 impl std::fmt::Debug for Job {
@@ -244,13 +254,19 @@ impl PostgresStore {
     /// rolled back by the server (it runs in one transaction).
     pub async fn connect(config: PostgresConfig) -> Result<Self, StoreError> {
         let pool = Arc::new(Pool::new(config.clone()));
-        {
+        let schema = {
             let mut conn = pool.get().await?;
-            schema::open(conn.conn(), &config).await?;
-        }
+            schema::open(conn.conn(), &config).await?
+        };
+        let channel = listen::channel(&schema);
         let (queue, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(writer::run(config.clone(), rx, counters.clone()));
+        tokio::spawn(writer::run(
+            config.clone(),
+            channel.clone(),
+            rx,
+            counters.clone(),
+        ));
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -258,6 +274,7 @@ impl PostgresStore {
                 counters,
                 closed: AtomicBool::new(false),
                 config,
+                channel,
             }),
         })
     }
@@ -265,6 +282,34 @@ impl PostgresStore {
     /// The configuration the store was connected with.
     pub fn config(&self) -> &PostgresConfig {
         &self.inner.config
+    }
+
+    /// The channel every commit of items to this schema is notified on (`NOTIFY`, sent in
+    /// the commit's transaction, so delivered only when it commits): `eventsmith_SCHEMA`, or
+    /// for a schema name too long for that a prefix of it and a hash.
+    pub fn notification_channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// Wakes `waker` (a [`Runner`](eventsmith_core::Runner)'s) whenever items are committed
+    /// to this schema by any process, so its followers need not wait for their next poll.
+    ///
+    /// Returns once a dedicated connection is listening (fails with
+    /// [`StoreError::Unreachable`] when none can be opened, [`StoreError::Closed`] after
+    /// [`close`](Self::close)); then wakes `waker` once for commits made before. The listener
+    /// runs as a task until the returned [`Listener`] is dropped; it reconnects after a lost
+    /// connection, with backoff, and wakes `waker` once each time it is back.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before it resolves closes the connection it was opening; no task
+    /// is left running.
+    pub async fn listen(
+        &self,
+        waker: eventsmith_core::RunnerWaker,
+    ) -> Result<Listener, StoreError> {
+        self.check_open()?;
+        listen::start(self.inner.config.clone(), self.inner.channel.clone(), waker).await
     }
 
     /// How many appends were committed in how many transactions (group commit at work).

@@ -109,6 +109,9 @@ const RESOLVE: &str = "SELECT b.ord, i.topic, i.payload, i.notification_id
 
 const LOCK: &str = "LOCK TABLE integer_items IN EXCLUSIVE MODE";
 
+/// Wakes the schema's listeners when the transaction commits (`$1` is the channel).
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
 /// What the writer returns for one append.
 pub(crate) type Reply = Result<KeyedAppend, AppendError>;
 
@@ -205,6 +208,8 @@ impl Columns {
 /// The writer: its connection (opened on demand, reopened after a failure) and its queue.
 pub(crate) struct Writer {
     config: PostgresConfig,
+    /// The schema's notification channel, notified by every group that writes items.
+    channel: String,
     address: String,
     conn: Option<(Conn, i32)>,
     counters: Arc<Counters>,
@@ -217,6 +222,7 @@ const GATHER_TURNS: usize = 16;
 /// Runs the writer until every sender is dropped; what is queued then is still committed.
 pub(crate) async fn run(
     config: PostgresConfig,
+    channel: String,
     mut queue: mpsc::UnboundedReceiver<Job>,
     counters: Arc<Counters>,
 ) {
@@ -224,6 +230,7 @@ pub(crate) async fn run(
     let mut writer = Writer {
         address: config.address(),
         config,
+        channel,
         conn: None,
         counters,
     };
@@ -370,6 +377,7 @@ impl Writer {
     async fn run_group(&mut self, group: &[Job]) -> Result<GroupEnd, StoreError> {
         let address = self.address.clone();
         let counters = self.counters.clone();
+        let channel = self.channel.clone();
         let (conn, _) = self.connection().await?;
         let prepared = async {
             Ok::<_, tokio_postgres::Error>((
@@ -378,11 +386,12 @@ impl Writer {
                 conn.prepare(&insert_sql()).await?,
                 conn.prepare(&insert_keyed_sql()).await?,
                 conn.prepare(&insert_tracked_sql()).await?,
+                conn.prepare(NOTIFY).await?,
                 conn.prepare("COMMIT").await?,
             ))
         }
         .await;
-        let (begin, lock, insert, insert_keyed, insert_tracked, commit) = match prepared {
+        let (begin, lock, insert, insert_keyed, insert_tracked, notify, commit) = match prepared {
             Ok(statements) => statements,
             Err(e) if is_connection_lost(&e) => {
                 self.conn = None;
@@ -404,10 +413,22 @@ impl Writer {
             };
             client.query_one(statement, params)
         });
-        let ((began, locked), rows, committed) = join3(
+        // Only a group that may have written items wakes listeners: a follower's page that
+        // moved its record alone would otherwise wake every follower for nothing.
+        let wakes = group.iter().any(|job| !job.items.is_empty());
+        let notified = async {
+            if wakes {
+                client.execute(&notify, &[&channel]).await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        };
+        // Polled in this order, so sent in this order: BEGIN, the lock, the appends, NOTIFY
+        // (delivered at the commit, or never if the transaction rolls back) and COMMIT.
+        let ((began, locked), rows, (notified, committed)) = join3(
             join(client.execute(&begin, &[]), client.execute(&lock, &[])),
             join_all(statements),
-            client.execute(&commit, &[]),
+            join(notified, client.execute(&commit, &[])),
         )
         .await;
         // The first server error (in pipeline order) says why the transaction rolled back;
@@ -433,6 +454,9 @@ impl Writer {
                 Ok(row) => ok_rows.push(row),
                 Err(e) => consider(Some(i), e),
             }
+        }
+        if let Err(e) = notified {
+            consider(None, e);
         }
         if let Some((job, error)) = first_error {
             // The server rolled the transaction back (COMMIT of a failed transaction is a
