@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::config::PostgresConfig;
-use crate::error::{from_pg, is_connection_lost, is_unique_violation};
+use crate::error::{from_pg, is_connection_lost, is_fatal, is_unique_violation};
 use crate::pool::Conn;
 
 /// The rows of a batch as arrays, for `unnest`; the batch's order is the array order.
@@ -464,7 +464,9 @@ impl Writer {
             return Ok(GroupEnd::Failed { job, error });
         }
         match committed {
-            Err(e) if is_connection_lost(&e) => return Ok(GroupEnd::Lost(e)),
+            // A FATAL answer to COMMIT (the server shutting down, `pg_ctl -m immediate`) may
+            // come after the commit record was flushed: as unknown as a lost connection.
+            Err(e) if is_connection_lost(&e) || is_fatal(&e) => return Ok(GroupEnd::Lost(e)),
             Err(e) => {
                 return Ok(GroupEnd::Failed {
                     job: None,
