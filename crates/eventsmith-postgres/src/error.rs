@@ -11,6 +11,12 @@ pub(crate) fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
+/// Whether the server ended the session with the error (severity FATAL or PANIC).
+pub(crate) fn is_fatal(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| matches!(d.severity(), "FATAL" | "PANIC"))
+}
+
 /// Whether retrying may succeed: a serialization failure, a deadlock, a lock or statement
 /// timeout, a server that is starting, shutting down or out of connections.
 fn is_busy(code: &SqlState) -> bool {

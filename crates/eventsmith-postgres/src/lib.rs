@@ -42,6 +42,19 @@
 //! Several processes (or stores) may write one schema: they take the same table lock, so
 //! the log stays gap-free across them; each process groups its own appends.
 //!
+//! # Followers
+//!
+//! Delivery is [`Delivery::Transactional`]: [`append_tracked`](ItemStore::append_tracked)
+//! is one more statement in the writer's transaction, so a follower's output and its
+//! tracking record commit together, under the same lock as every append (its items' ids are
+//! ordered like any others), and the record's compare-and-set cannot race another runner.
+//!
+//! Every group commit that writes items also runs `SELECT pg_notify(channel, '')` in its
+//! transaction ([`PostgresStore::notification_channel`], one channel per schema), so the
+//! notification is delivered when, and only if, it commits. [`PostgresStore::listen`] wakes a
+//! [`RunnerWaker`](eventsmith_core::RunnerWaker) on those notifications, from whichever
+//! process committed: runners need not poll often to follow other processes promptly.
+//!
 //! # Cancellation
 //!
 //! Every async method may be cancelled by dropping its future, with these effects:
@@ -65,7 +78,9 @@
 //! - The connection lost while an append's commit was in flight: the writer ends the old
 //!   server process (`pg_terminate_backend`, so it cannot commit later), reads the batch back
 //!   and answers with what happened: success with the ids, or `Unreachable` (not written).
-//!   Only when that fails too is the answer [`StoreError::OutcomeUnknown`].
+//!   Only when that fails too is the answer [`StoreError::OutcomeUnknown`]. A tracked
+//!   append with no items whose record moved cannot tell whose move it was: also
+//!   `OutcomeUnknown`.
 //! - Rows that this version cannot read (a negative position, a column of another type):
 //!   [`StoreError::Corrupt`]; a schema newer than [`SCHEMA_VERSION`] is refused on open
 //!   with `Corrupt` too.
@@ -79,6 +94,7 @@
 
 mod config;
 mod error;
+mod listen;
 mod pool;
 mod schema;
 mod writer;
@@ -90,9 +106,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
 use eventsmith_core::{
-    AppendError, Capabilities, IdempotencyKey, IntegerSequencedItem, Inventory, ItemKind,
-    ItemStore, KeyedAppend, Notification, Position, PriorAppend, Select, SequencedItem,
-    SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
+    AppendError, Capabilities, Delivery, IdempotencyKey, IntegerSequencedItem, Inventory, ItemKind,
+    ItemStore, KeyedAppend, MAX_VERSION, Notification, Position, PriorAppend, Select,
+    SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Tracking,
+    Version,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
@@ -100,6 +117,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 pub use config::PostgresConfig;
+pub use listen::Listener;
 pub use schema::SCHEMA_VERSION;
 pub use writer::CommitStats;
 
@@ -121,6 +139,8 @@ struct Inner {
     counters: Arc<Counters>,
     closed: AtomicBool,
     config: PostgresConfig,
+    /// Where the writer's commits are notified ([`PostgresStore::listen`]).
+    channel: String,
 }
 
 impl std::fmt::Debug for Job {
@@ -234,13 +254,19 @@ impl PostgresStore {
     /// rolled back by the server (it runs in one transaction).
     pub async fn connect(config: PostgresConfig) -> Result<Self, StoreError> {
         let pool = Arc::new(Pool::new(config.clone()));
-        {
+        let schema = {
             let mut conn = pool.get().await?;
-            schema::open(conn.conn(), &config).await?;
-        }
+            schema::open(conn.conn(), &config).await?
+        };
+        let channel = listen::channel(&schema);
         let (queue, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(writer::run(config.clone(), rx, counters.clone()));
+        tokio::spawn(writer::run(
+            config.clone(),
+            channel.clone(),
+            rx,
+            counters.clone(),
+        ));
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -248,6 +274,7 @@ impl PostgresStore {
                 counters,
                 closed: AtomicBool::new(false),
                 config,
+                channel,
             }),
         })
     }
@@ -255,6 +282,34 @@ impl PostgresStore {
     /// The configuration the store was connected with.
     pub fn config(&self) -> &PostgresConfig {
         &self.inner.config
+    }
+
+    /// The channel every commit of items to this schema is notified on (`NOTIFY`, sent in
+    /// the commit's transaction, so delivered only when it commits): `eventsmith_SCHEMA`, or
+    /// for a schema name too long for that a prefix of it and a hash.
+    pub fn notification_channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// Wakes `waker` (a [`Runner`](eventsmith_core::Runner)'s) whenever items are committed
+    /// to this schema by any process, so its followers need not wait for their next poll.
+    ///
+    /// Returns once a dedicated connection is listening (fails with
+    /// [`StoreError::Unreachable`] when none can be opened, [`StoreError::Closed`] after
+    /// [`close`](Self::close)); then wakes `waker` once for commits made before. The listener
+    /// runs as a task until the returned [`Listener`] is dropped; it reconnects after a lost
+    /// connection, with backoff, and wakes `waker` once each time it is back.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before it resolves closes the connection it was opening; no task
+    /// is left running.
+    pub async fn listen(
+        &self,
+        waker: eventsmith_core::RunnerWaker,
+    ) -> Result<Listener, StoreError> {
+        self.check_open()?;
+        listen::start(self.inner.config.clone(), self.inner.channel.clone(), waker).await
     }
 
     /// How many appends were committed in how many transactions (group commit at work).
@@ -288,12 +343,18 @@ impl PostgresStore {
         &self,
         items: Vec<IntegerSequencedItem>,
         key: Option<(IdempotencyKey, PriorAppend)>,
+        tracking: Option<Tracking>,
     ) -> Result<oneshot::Receiver<writer::Reply>, StoreError> {
         self.check_open()?;
         let (reply, rx) = oneshot::channel();
         self.inner
             .queue
-            .send(Job { items, key, reply })
+            .send(Job {
+                items,
+                key,
+                tracking,
+                reply,
+            })
             .map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
@@ -392,7 +453,7 @@ impl ItemStore for PostgresStore {
             return Ok(0..0);
         }
         check_append(&items)?;
-        let rx = self.submit(items, None)?;
+        let rx = self.submit(items, None, None)?;
         match rx.await.map_err(|_| StoreError::Closed)?? {
             KeyedAppend::Appended(range) => Ok(range),
             KeyedAppend::AlreadyApplied(_) => unreachable!("an append without a key"),
@@ -416,8 +477,68 @@ impl ItemStore for PostgresStore {
             return Ok(KeyedAppend::Appended(0..0));
         };
         check_append(&items)?;
-        let rx = self.submit(items, Some((key.clone(), prior)))?;
+        let rx = self.submit(items, Some((key.clone(), prior)), None)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Followers' output and positions commit together: [`Delivery::Transactional`].
+    fn delivery(&self) -> Option<Delivery> {
+        Some(Delivery::Transactional)
+    }
+
+    /// Reads the follower's row of the `tracking` table (0 when it has none).
+    ///
+    /// # Cancellation
+    ///
+    /// A read: dropping the future has no effect on the store.
+    async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
+        let rows = self.query(writer::TRACKING_POSITION, &[&follower]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(0);
+        };
+        let at = || format!("the tracking record of follower {follower:?}");
+        let position: i64 = column(row, 0, self.address(), &at)?;
+        read_version(position, self.address(), &at())
+    }
+
+    /// Appends `items` and moves the follower's tracking record in one transaction, through
+    /// the writer like every append (so its items take notification ids under the same lock,
+    /// and it may share a group commit with other appends). The record's check and move run
+    /// under that lock, so two runners of one follower, in this process or others, never both
+    /// commit from the same position: the later gets [`AppendError::TrackingMoved`].
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](ItemStore::append): once handed to the writer, the items and the
+    /// move commit (or not) whether or not the future is awaited;
+    /// [`tracking_position`](ItemStore::tracking_position) tells which.
+    async fn append_tracked(
+        &self,
+        items: Vec<IntegerSequencedItem>,
+        tracking: Tracking,
+    ) -> Result<Range<u64>, AppendError> {
+        check_append(&items)?;
+        // Positions are notification ids, bigints in the table: a larger one cannot be
+        // recorded (nor be recorded already), so it is refused before anything is sent.
+        if let Some(bad) = [tracking.from, tracking.to]
+            .into_iter()
+            .find(|p| *p > MAX_VERSION)
+        {
+            return Err(StoreError::InvalidItem {
+                sequence_id: Uuid::nil(),
+                position: Position::Version(bad),
+                reason: format!(
+                    "follower {:?}: tracking positions are notification ids, up to {MAX_VERSION}",
+                    tracking.follower
+                ),
+            }
+            .into());
+        }
+        let rx = self.submit(items, None, Some(tracking))?;
+        match rx.await.map_err(|_| StoreError::Closed)?? {
+            KeyedAppend::Appended(range) => Ok(range),
+            KeyedAppend::AlreadyApplied(_) => unreachable!("a tracked append has no key"),
+        }
     }
 
     /// # Cancellation

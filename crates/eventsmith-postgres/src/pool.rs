@@ -38,14 +38,7 @@ impl Conn {
             .connection()
             .connect(NoTls)
             .await
-            .map_err(|e| match e.code() {
-                // The server answered but refused: too many connections, starting up.
-                Some(_) => from_pg(e, &config.address()),
-                None => StoreError::Unreachable {
-                    address: config.address(),
-                    source: Box::new(e),
-                },
-            })?;
+            .map_err(|e| connect_error(e, config))?;
         tokio::spawn(async move {
             // The client sees the failure as a closed connection.
             let _ = connection.await;
@@ -64,6 +57,18 @@ impl Conn {
         let statement = self.client.prepare(sql).await?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
+    }
+}
+
+/// A failed connect as a [`StoreError`]: `Unreachable`, unless the server answered.
+pub(crate) fn connect_error(e: tokio_postgres::Error, config: &PostgresConfig) -> StoreError {
+    match e.code() {
+        // The server answered but refused: too many connections, starting up.
+        Some(_) => from_pg(e, &config.address()),
+        None => StoreError::Unreachable {
+            address: config.address(),
+            source: Box::new(e),
+        },
     }
 }
 

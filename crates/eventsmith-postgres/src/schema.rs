@@ -68,8 +68,8 @@ const TABLES: [&str; 6] = [
 
 /// Creates the schema when it is missing, or checks its version; in one transaction under an
 /// advisory lock named after the schema, so stores opening the same empty schema at once
-/// create it once.
-pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<(), StoreError> {
+/// create it once. Returns the schema's name.
+pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<String, StoreError> {
     let address = config.address();
     let pg = |e| from_pg(e, &address);
     let client = &mut conn.client;
@@ -127,7 +127,8 @@ pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<(),
         )
         .await
         .map_err(pg)?;
-        return tx.commit().await.map_err(pg);
+        tx.commit().await.map_err(pg)?;
+        return Ok(schema);
     }
     if !present.iter().any(|t| t == "schema_version") {
         return Err(StoreError::Corrupt {
@@ -167,5 +168,6 @@ pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<(),
             ),
         });
     }
-    tx.commit().await.map_err(pg)
+    tx.commit().await.map_err(pg)?;
+    Ok(schema)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventsmith_core::{
     AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Position, PriorAppend,
-    StoreError,
+    StoreError, Tracking,
 };
 use futures_util::future::{join, join_all, join3};
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::config::PostgresConfig;
-use crate::error::{from_pg, is_connection_lost, is_unique_violation};
+use crate::error::{from_pg, is_connection_lost, is_fatal, is_unique_violation};
 use crate::pool::Conn;
 
 /// The rows of a batch as arrays, for `unnest`; the batch's order is the array order.
@@ -69,6 +69,37 @@ SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id)
     )
 }
 
+/// A tracked append (a follower's page): as [`insert_sql`], and only if the follower's
+/// tracking record is still at `$6` (0 when it has none), and then with the record moved to
+/// `$7`. Under the table lock no other append (of this process or another) can move the
+/// record between the check and the move, so two runners of one follower never both commit
+/// a page. A moved record wins over a conflicting item, as on SQLite.
+fn insert_tracked_sql() -> String {
+    format!(
+        "WITH recorded AS (
+    SELECT coalesce((SELECT notification_id FROM tracking WHERE projection = $5), 0) AS found
+), moved AS (
+    SELECT found FROM recorded WHERE found <> $6
+), {BATCH}, inserted AS (
+    INSERT INTO integer_items (sequence_id, position, topic, payload)
+    SELECT sequence_id, position, topic, payload FROM batch
+    WHERE NOT EXISTS (SELECT 1 FROM moved) AND NOT EXISTS (SELECT 1 FROM conflict) ORDER BY ord
+    RETURNING notification_id
+), moved_to AS (
+    INSERT INTO tracking (projection, notification_id)
+    SELECT $5, $7 WHERE NOT EXISTS (SELECT 1 FROM moved) AND NOT EXISTS (SELECT 1 FROM conflict)
+    ON CONFLICT (projection) DO UPDATE SET notification_id = EXCLUDED.notification_id
+)
+SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id) FROM inserted),
+    (SELECT count(*) FROM inserted), (SELECT sequence_id FROM conflict),
+    (SELECT position FROM conflict), NULL::bigint, NULL::bigint, (SELECT found FROM moved)"
+    )
+}
+
+/// The position a follower recorded, for resolving a tracked append whose outcome was lost.
+pub(crate) const TRACKING_POSITION: &str =
+    "SELECT notification_id FROM tracking WHERE projection = $1";
+
 /// Reads back the items of a batch, for resolving an append whose outcome was lost with
 /// its connection.
 const RESOLVE: &str = "SELECT b.ord, i.topic, i.payload, i.notification_id
@@ -78,6 +109,9 @@ const RESOLVE: &str = "SELECT b.ord, i.topic, i.payload, i.notification_id
 
 const LOCK: &str = "LOCK TABLE integer_items IN EXCLUSIVE MODE";
 
+/// Wakes the schema's listeners when the transaction commits (`$1` is the channel).
+const NOTIFY: &str = "SELECT pg_notify($1, '')";
+
 /// What the writer returns for one append.
 pub(crate) type Reply = Result<KeyedAppend, AppendError>;
 
@@ -86,6 +120,9 @@ pub(crate) struct Job {
     pub(crate) items: Vec<IntegerSequencedItem>,
     /// The key and what it records, for `append_with_key`.
     pub(crate) key: Option<(IdempotencyKey, PriorAppend)>,
+    /// The follower's tracking move, for `append_tracked` (never with a key). Its positions
+    /// were checked to fit a bigint before the job was queued.
+    pub(crate) tracking: Option<Tracking>,
     pub(crate) reply: oneshot::Sender<Reply>,
 }
 
@@ -121,6 +158,7 @@ struct Columns {
     topics: Vec<String>,
     payloads: Vec<Vec<u8>>,
     key: Option<(String, i64, i64, Uuid)>,
+    tracking: Option<(String, i64, i64)>,
 }
 
 impl Columns {
@@ -139,6 +177,10 @@ impl Columns {
                     prior.sequence_id,
                 )
             }),
+            tracking: job
+                .tracking
+                .as_ref()
+                .map(|t| (t.follower.clone(), t.from as i64, t.to as i64)),
         };
         for item in &job.items {
             c.ids.push(item.sequence_id);
@@ -156,6 +198,9 @@ impl Columns {
         if let Some((key, first, last, id)) = &self.key {
             p.extend([key as &(dyn ToSql + Sync), first, last, id]);
         }
+        if let Some((follower, from, to)) = &self.tracking {
+            p.extend([follower as &(dyn ToSql + Sync), from, to]);
+        }
         p
     }
 }
@@ -163,6 +208,8 @@ impl Columns {
 /// The writer: its connection (opened on demand, reopened after a failure) and its queue.
 pub(crate) struct Writer {
     config: PostgresConfig,
+    /// The schema's notification channel, notified by every group that writes items.
+    channel: String,
     address: String,
     conn: Option<(Conn, i32)>,
     counters: Arc<Counters>,
@@ -175,6 +222,7 @@ const GATHER_TURNS: usize = 16;
 /// Runs the writer until every sender is dropped; what is queued then is still committed.
 pub(crate) async fn run(
     config: PostgresConfig,
+    channel: String,
     mut queue: mpsc::UnboundedReceiver<Job>,
     counters: Arc<Counters>,
 ) {
@@ -182,6 +230,7 @@ pub(crate) async fn run(
     let mut writer = Writer {
         address: config.address(),
         config,
+        channel,
         conn: None,
         counters,
     };
@@ -328,6 +377,7 @@ impl Writer {
     async fn run_group(&mut self, group: &[Job]) -> Result<GroupEnd, StoreError> {
         let address = self.address.clone();
         let counters = self.counters.clone();
+        let channel = self.channel.clone();
         let (conn, _) = self.connection().await?;
         let prepared = async {
             Ok::<_, tokio_postgres::Error>((
@@ -335,11 +385,13 @@ impl Writer {
                 conn.prepare(LOCK).await?,
                 conn.prepare(&insert_sql()).await?,
                 conn.prepare(&insert_keyed_sql()).await?,
+                conn.prepare(&insert_tracked_sql()).await?,
+                conn.prepare(NOTIFY).await?,
                 conn.prepare("COMMIT").await?,
             ))
         }
         .await;
-        let (begin, lock, insert, insert_keyed, commit) = match prepared {
+        let (begin, lock, insert, insert_keyed, insert_tracked, notify, commit) = match prepared {
             Ok(statements) => statements,
             Err(e) if is_connection_lost(&e) => {
                 self.conn = None;
@@ -354,15 +406,29 @@ impl Writer {
         let statements = group.iter().zip(&params).map(|(job, params)| {
             let statement = if job.key.is_some() {
                 &insert_keyed
+            } else if job.tracking.is_some() {
+                &insert_tracked
             } else {
                 &insert
             };
             client.query_one(statement, params)
         });
-        let ((began, locked), rows, committed) = join3(
+        // Only a group that may have written items wakes listeners: a follower's page that
+        // moved its record alone would otherwise wake every follower for nothing.
+        let wakes = group.iter().any(|job| !job.items.is_empty());
+        let notified = async {
+            if wakes {
+                client.execute(&notify, &[&channel]).await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        };
+        // Polled in this order, so sent in this order: BEGIN, the lock, the appends, NOTIFY
+        // (delivered at the commit, or never if the transaction rolls back) and COMMIT.
+        let ((began, locked), rows, (notified, committed)) = join3(
             join(client.execute(&begin, &[]), client.execute(&lock, &[])),
             join_all(statements),
-            client.execute(&commit, &[]),
+            join(notified, client.execute(&commit, &[])),
         )
         .await;
         // The first server error (in pipeline order) says why the transaction rolled back;
@@ -389,13 +455,18 @@ impl Writer {
                 Err(e) => consider(Some(i), e),
             }
         }
+        if let Err(e) = notified {
+            consider(None, e);
+        }
         if let Some((job, error)) = first_error {
             // The server rolled the transaction back (COMMIT of a failed transaction is a
             // rollback), whatever happened to the connection after.
             return Ok(GroupEnd::Failed { job, error });
         }
         match committed {
-            Err(e) if is_connection_lost(&e) => return Ok(GroupEnd::Lost(e)),
+            // A FATAL answer to COMMIT (the server shutting down, `pg_ctl -m immediate`) may
+            // come after the commit record was flushed: as unknown as a lost connection.
+            Err(e) if is_connection_lost(&e) || is_fatal(&e) => return Ok(GroupEnd::Lost(e)),
             Err(e) => {
                 return Ok(GroupEnd::Failed {
                     job: None,
@@ -499,6 +570,36 @@ impl Writer {
                 _ => {}
             }
         }
+        let contiguous = notification_ids.windows(2).all(|w| w[1] == w[0] + 1);
+        let all_ours = ours == job.items.len() && contiguous;
+        if let Some(tracking) = &job.tracking {
+            // Items and record commit together: items of ours say it committed; no items and
+            // the record where the page was read from say it did not. A record moved with no
+            // items to tell whose move it was (another runner may have made the same one) is
+            // left unknown rather than guessed.
+            let recorded = match conn
+                .client
+                .query_opt(TRACKING_POSITION, &[&tracking.follower])
+                .await
+            {
+                Ok(row) => row.map_or(0, |r| r.get::<_, i64>(0)),
+                Err(e) => return Err(unknown(format!("{lost}; then: {e}"))),
+            };
+            if all_ours && !job.items.is_empty() {
+                let start = notification_ids[0];
+                return Ok(KeyedAppend::Appended(start..start + job.items.len() as u64));
+            }
+            if absent == job.items.len() && recorded == tracking.from as i64 {
+                return Err(AppendError::Store(StoreError::Unreachable {
+                    address,
+                    source: format!("{lost} (the tracked append was not written)").into(),
+                }));
+            }
+            return Err(unknown(format!(
+                "{lost}; follower {:?} is now at {recorded}, which cannot tell whether this page committed",
+                tracking.follower
+            )));
+        }
         if absent == job.items.len() {
             // The transaction rolled back: nothing was written, so a retry is safe.
             return Err(AppendError::Store(StoreError::Unreachable {
@@ -506,8 +607,7 @@ impl Writer {
                 source: format!("{lost} (the append was not written)").into(),
             }));
         }
-        let contiguous = notification_ids.windows(2).all(|w| w[1] == w[0] + 1);
-        if ours == job.items.len() && contiguous {
+        if all_ours {
             let start = notification_ids[0];
             let range = start..start + notification_ids.len() as u64;
             return Ok(KeyedAppend::Appended(range));
@@ -538,6 +638,21 @@ fn read_result(job: &Job, row: &Row, address: &str) -> Reply {
             versions: first as u64..=last as u64,
         }));
     }
+    if let Some(tracking) = &job.tracking {
+        let found: Option<i64> = row.get(7);
+        if let Some(found) = found {
+            return Err(AppendError::TrackingMoved {
+                follower: tracking.follower.clone(),
+                expected: tracking.from,
+                found: u64::try_from(found).map_err(|_| {
+                    corrupt(&format!(
+                        "follower {:?} recorded a negative position {found}",
+                        tracking.follower
+                    ))
+                })?,
+            });
+        }
+    }
     if let (Some(sequence_id), Some(position)) = (conflict_id, conflict_position) {
         return Err(AppendError::Conflict {
             sequence_id,
@@ -545,6 +660,8 @@ fn read_result(job: &Job, row: &Row, address: &str) -> Reply {
         });
     }
     match (min, max) {
+        // A tracked append of no items: only the record moved.
+        (None, None) if count == 0 && job.items.is_empty() => Ok(KeyedAppend::Appended(0..0)),
         (Some(min), Some(max)) if max - min + 1 == count && count == job.items.len() as i64 => {
             Ok(KeyedAppend::Appended(range(min, max)))
         }
