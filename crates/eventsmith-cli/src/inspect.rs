@@ -44,9 +44,9 @@ pub(crate) async fn stats<S: Inventory>(store: &S, url: &StoreUrl) -> Result<(),
         }
         Support::Missing { .. } => println!("notifications: not offered by this store"),
     }
-    if let StoreUrl::Sqlite(path) = url {
+    if let StoreUrl::Sqlite(sqlite) = url {
         let size = |suffix: &str| {
-            let mut p = path.as_os_str().to_owned();
+            let mut p = sqlite.path.as_os_str().to_owned();
             p.push(suffix);
             std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
         };

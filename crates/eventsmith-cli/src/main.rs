@@ -43,7 +43,7 @@ use eventsmith_core::{CipherError, MemoryStore, StoreError};
 use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_postgres::PostgresStore;
 use eventsmith_scylla::{CassandraConfig, CassandraStore};
-use eventsmith_sqlite::SqliteStore;
+use eventsmith_sqlite::{SqliteStore, SqliteUrl};
 use uuid::Uuid;
 
 use eventsmith_cli::url::StoreUrl;
@@ -142,19 +142,23 @@ macro_rules! with_store {
 async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
     match url {
         StoreUrl::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
-        StoreUrl::Sqlite(path) => {
+        StoreUrl::Sqlite(SqliteUrl { path, config }) => {
             if !create && !path.exists() {
                 return Err(format!("no SQLite file at {}", path.display()));
             }
-            SqliteStore::open(path)
+            SqliteStore::open_with(path, config.clone())
                 .await
                 .map(AnyStore::Sqlite)
                 .map_err(|e| e.to_string())
         }
-        StoreUrl::Cassandra { address, keyspace } => {
-            let mut config =
-                CassandraConfig::new([address.as_str()], keyspace).map_err(|e| e.to_string())?;
-            config.connect_timeout = std::time::Duration::from_secs(5);
+        StoreUrl::Cassandra(config) => {
+            let mut config = config.clone();
+            // A command line waits 5 s, not the library's 10, unless the URL says otherwise.
+            let default = CassandraConfig::new(config.nodes().to_vec(), config.keyspace())
+                .map_err(store_error)?;
+            if config.connect_timeout == default.connect_timeout {
+                config.connect_timeout = std::time::Duration::from_secs(5);
+            }
             if create {
                 CassandraStore::create_schema(&config)
                     .await
@@ -270,6 +274,7 @@ pub(crate) fn store_error(e: StoreError) -> String {
 
 fn parse(url: &str) -> Result<StoreUrl, String> {
     url.parse()
+        .map_err(|e: StoreError| format!("bad store URL: {e}"))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
@@ -315,8 +320,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let problems = match (&url, &store) {
                 // SQLite rows are read as SQL values, so a row of the wrong type is one problem.
                 // Its reads block: off the async worker threads, like the store's own.
-                (StoreUrl::Sqlite(path), AnyStore::Sqlite(_)) => {
-                    tokio::task::block_in_place(|| raw::verify(path, verifier))?
+                (StoreUrl::Sqlite(sqlite), AnyStore::Sqlite(_)) => {
+                    tokio::task::block_in_place(|| raw::verify(&sqlite.path, verifier))?
                 }
                 _ => with_store!(&store, s => inspect::verify(s, verifier).await)?,
             };

@@ -85,6 +85,7 @@
 //! file (plain rowids) is migrated on open, in one transaction, keeping every row and id.
 
 mod error;
+mod location;
 mod projection;
 mod schema;
 mod worker;
@@ -112,6 +113,7 @@ use eventsmith_core::{
 };
 use eventsmith_core::{Delivery, IdempotencyKey, KeyedAppend, PriorAppend, Tracking};
 
+pub use location::SqliteUrl;
 pub use projection::SqliteProjection;
 /// The rusqlite this store is built on. [`SqliteProjection`]'s `apply` writes through a
 /// [`rusqlite::Transaction`]: name it (and `params!`) from here rather than adding rusqlite
