@@ -28,7 +28,7 @@ pub use eventsmith_mapper::{self as mapper, CodecId, Encrypt, EventMapper, Paylo
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use eventsmith_sqlite::{
-    self as sqlite, SqliteConfig, SqliteProjection, SqliteStore, Synchronous,
+    self as sqlite, SqliteConfig, SqliteProjection, SqliteStore, SqliteUrl, Synchronous,
 };
 
 #[cfg(feature = "postgres")]
