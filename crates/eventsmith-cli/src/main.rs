@@ -224,7 +224,7 @@ fn payloads(
     let Some(path) = key_file else {
         return Ok(payloads);
     };
-    let keys = eventsmith_cli::keyfile::read_keys(path)?;
+    let keys = eventsmith_cli::keyfile::read_keys(path).map_err(|e| e.to_string())?;
     let per_aggregate = match key_store {
         None => None,
         Some(dir) => {
