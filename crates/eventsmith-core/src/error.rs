@@ -573,7 +573,7 @@ impl From<AppendError> for SaveError {
             AppendError::Store(e) => SaveError::Store(e),
             // Repositories never move tracking records; kept as the store's error if one did.
             moved @ AppendError::TrackingMoved { .. } => SaveError::Store(StoreError::Backend {
-                source: moved.to_string().into(),
+                source: Box::new(moved),
             }),
         }
     }
@@ -688,6 +688,20 @@ mod tests {
         let save = CommandError::<String>::Save(SaveError::Store(full()));
         let source = std::error::Error::source(&save).expect("the store's source");
         assert_eq!(source.to_string(), "disk full");
+        // A moved tracking record turned into a save error is still there, typed, as the source.
+        let moved = SaveError::from(AppendError::TrackingMoved {
+            follower: "f".into(),
+            expected: 1,
+            found: 2,
+        });
+        let source = std::error::Error::source(&moved).expect("the append error");
+        assert!(
+            matches!(
+                source.downcast_ref::<AppendError>(),
+                Some(AppendError::TrackingMoved { found: 2, .. })
+            ),
+            "{moved:?}"
+        );
         for kind in [
             ErrorKind::StorageFull,
             ErrorKind::Corrupt,
