@@ -129,7 +129,7 @@ impl StoreError {
 
 /// What kind of failure an error is: one small set shared by every error of an operation
 /// ([`StoreError::kind`], [`AppendError::kind`], [`LoadError::kind`], [`SaveError::kind`],
-/// [`CommandError::kind`]), so that a caller can decide what to do (retry, give up, alert)
+/// [`CommandError::kind`], [`SnapshotError::kind`]), so that a caller can decide what to do (retry, give up, alert)
 /// without matching every variant or any driver's error. The driver's error, where there is
 /// one, stays reachable through [`source`](std::error::Error::source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -639,6 +639,19 @@ pub enum SnapshotError {
     Store(#[source] StoreError),
 }
 
+impl SnapshotError {
+    /// What kind of failure this is (an application without snapshots is
+    /// [`ErrorKind::Unsupported`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SnapshotError::NotConfigured => ErrorKind::Unsupported,
+            SnapshotError::Load(e) => e.kind(),
+            SnapshotError::Encode(_) => ErrorKind::Invalid,
+            SnapshotError::Store(e) => e.kind(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,6 +683,8 @@ mod tests {
         assert_eq!(AppendError::Store(full()).kind(), ErrorKind::StorageFull);
         assert_eq!(SaveError::Store(full()).kind(), ErrorKind::StorageFull);
         assert_eq!(LoadError::Store(full()).kind(), ErrorKind::StorageFull);
+        assert_eq!(SnapshotError::Store(full()).kind(), ErrorKind::StorageFull);
+        assert_eq!(SnapshotError::NotConfigured.kind(), ErrorKind::Unsupported);
         assert_eq!(
             CommandError::<()>::Save(SaveError::Conflict { id, version: 2 }).kind(),
             ErrorKind::Conflict

@@ -778,3 +778,81 @@ async fn commands_retry_a_busy_store_and_not_a_full_one() {
     }
     assert!(found, "no SQLite error in the chain of {err:?}");
 }
+
+/// Concurrent appends into a file that fills up: those committed together with a failing one
+/// fail with it (one transaction), each with the full-disk kind and SQLite's error at the end
+/// of its own `source()` chain; every acknowledged batch is whole, every refused one absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_into_a_full_file_each_keep_the_whole_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let empty_pages: u64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let config = SqliteConfig {
+        max_page_count: Some(empty_pages + 40),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let batch = |id: Uuid| -> Vec<_> {
+        (1..=5)
+            .map(|position| SequencedItem {
+                sequence_id: id,
+                position,
+                topic: "t".into(),
+                payload: vec![position as u8; 700],
+            })
+            .collect()
+    };
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    for _round in 0..50 {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, id) = (store.clone(), Uuid::new_v4());
+                let items = batch(id);
+                tokio::spawn(async move { (id, store.append(items).await) })
+            })
+            .collect();
+        for task in tasks {
+            match task.await.unwrap() {
+                (id, Ok(_)) => acked.push(id),
+                (id, Err(e)) => refused.push((id, e)),
+            }
+        }
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !acked.is_empty() && !refused.is_empty(),
+        "the file never filled up"
+    );
+    for (id, err) in &refused {
+        assert_eq!(err.kind(), ErrorKind::StorageFull, "{err:?}");
+        let mut chain = std::error::Error::source(err);
+        let mut sqlite = None;
+        while let Some(e) = chain {
+            sqlite = sqlite.or(e.downcast_ref::<rusqlite::Error>());
+            chain = e.source();
+        }
+        assert_eq!(
+            sqlite.and_then(|e| e.sqlite_error_code()),
+            Some(rusqlite::ErrorCode::DiskFull),
+            "no SQLite error in the chain of {err:?}"
+        );
+        assert!(store.select(*id, &Select::all()).await.unwrap().is_empty());
+    }
+    for id in &acked {
+        assert_eq!(store.select(*id, &Select::all()).await.unwrap(), batch(*id));
+    }
+    let stats = store.commit_stats();
+    eprintln!(
+        "{} acknowledged, {} refused; {} appends in {} transactions",
+        acked.len(),
+        refused.len(),
+        stats.appends,
+        stats.transactions
+    );
+}
