@@ -129,7 +129,8 @@ impl StoreError {
 
 /// What kind of failure an error is: one small set shared by every error of an operation
 /// ([`StoreError::kind`], [`AppendError::kind`], [`LoadError::kind`], [`SaveError::kind`],
-/// [`CommandError::kind`], [`SnapshotError::kind`]), so that a caller can decide what to do (retry, give up, alert)
+/// [`CommandError::kind`], [`SnapshotError::kind`],
+/// [`FollowError::kind`](crate::FollowError::kind)), so that a caller can decide what to do (retry, give up, alert)
 /// without matching every variant or any driver's error. The driver's error, where there is
 /// one, stays reachable through [`source`](std::error::Error::source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -652,6 +653,21 @@ impl SnapshotError {
     }
 }
 
+impl crate::follow::FollowError {
+    /// What kind of failure this is: another runner applying the page first is a
+    /// [`ErrorKind::Conflict`]; a handler's own failure is [`ErrorKind::Other`] (its source
+    /// says more).
+    pub fn kind(&self) -> ErrorKind {
+        use crate::follow::FollowError;
+        match self {
+            FollowError::Moved { .. } => ErrorKind::Conflict,
+            FollowError::Store(e) => e.kind(),
+            FollowError::Append(e) => e.kind(),
+            FollowError::Handler { .. } => ErrorKind::Other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,6 +701,16 @@ mod tests {
         assert_eq!(LoadError::Store(full()).kind(), ErrorKind::StorageFull);
         assert_eq!(SnapshotError::Store(full()).kind(), ErrorKind::StorageFull);
         assert_eq!(SnapshotError::NotConfigured.kind(), ErrorKind::Unsupported);
+        let moved = crate::FollowError::from(AppendError::TrackingMoved {
+            follower: "f".into(),
+            expected: 1,
+            found: 2,
+        });
+        assert_eq!(moved.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            crate::FollowError::from(AppendError::Store(full())).kind(),
+            ErrorKind::StorageFull
+        );
         assert_eq!(
             CommandError::<()>::Save(SaveError::Conflict { id, version: 2 }).kind(),
             ErrorKind::Conflict
