@@ -8,7 +8,11 @@
 //! eventsmith copy FROM_URL TO_URL
 //! ```
 //!
-//! URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`,
+//! URLs, each parsed by its backend's crate (percent-escapes decoded):
+//! `sqlite:///path/to/file.db` or `sqlite://relative.db` (`SqliteUrl`'s parameters:
+//! `synchronous`, `busy_timeout_ms`, `read_connections`, `max_group`, `max_page_count`),
+//! `memory:`, `cassandra://host:port[,host:port...]/keyspace` (`CassandraConfig`'s parameters:
+//! `replication_factor`, `consistency`, `connect_timeout_ms`, ...),
 //! `postgres://user:password@host:port/database?schema=NAME` (the tables live in that
 //! PostgreSQL schema; without `schema`, in the first schema of the server's `search_path`).
 //! Exit codes: 0 fine, 1 `verify` found problems (one line per item), 2 the command could not
@@ -54,7 +58,10 @@ use eventsmith_cli::url::StoreUrl;
 #[command(
     name = "eventsmith",
     version,
-    about = "Inspect, verify and copy eventsmith event stores"
+    about = "Inspect, verify and copy eventsmith event stores",
+    after_help = "URLs: sqlite:///path/to/file.db, sqlite://relative.db, memory:, \
+                  cassandra://host:port[,host:port...]/keyspace, \
+                  postgres://user@host:port/database?schema=NAME"
 )]
 struct Cli {
     #[command(subcommand)]
