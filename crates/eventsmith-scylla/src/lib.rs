@@ -335,7 +335,13 @@ impl std::str::FromStr for CassandraConfig {
             let parsed = url::Url::parse(&format!("cassandra://{node}"))
                 .ok()
                 .filter(|u| u.username().is_empty() && u.password().is_none())
-                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port()?)));
+                .and_then(|u| {
+                    // A name outside ASCII stays percent-escaped in a URL's host: decoded here.
+                    let host = percent_encoding::percent_decode_str(u.host_str()?)
+                        .decode_utf8()
+                        .ok()?;
+                    Some(format!("{host}:{}", u.port()?))
+                });
             match parsed {
                 Some(address) if !node.is_empty() => nodes.push(address),
                 _ => {
@@ -1434,6 +1440,8 @@ mod tests {
             Replication::NetworkTopology(vec![("dc 1".into(), 3)])
         );
         assert_eq!(c.consistency, Consistency::Quorum);
+        let c: CassandraConfig = "cassandra://nœud:9042/ks".parse().unwrap();
+        assert_eq!(c.nodes(), ["nœud:9042"]);
     }
 
     #[test]

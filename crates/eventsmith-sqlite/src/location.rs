@@ -64,6 +64,9 @@ impl std::str::FromStr for SqliteUrl {
         let path = percent_encoding::percent_decode_str(&raw)
             .decode_utf8()
             .map_err(|_| config_error(url, "the path is not UTF-8 once decoded"))?;
+        if path.contains('\0') {
+            return Err(config_error(url, "the path holds a NUL byte"));
+        }
         let mut config = SqliteConfig::default();
         for (name, value) in parsed.query_pairs() {
             let number = || {
@@ -149,6 +152,7 @@ mod tests {
             ("sqlite://h:1/x.db", "no user or port"),
             ("sqlite:///x.db#f", "fragment"),
             ("sqlite:///%ff.db", "not UTF-8"),
+            ("sqlite:%00", "NUL"),
             ("sqlite:///x.db?synchronous=off", "use full or normal"),
             ("sqlite:///x.db?max_group=0", "at least 1"),
             ("sqlite:///x.db?busy_timeout_ms=soon", "not a number"),
