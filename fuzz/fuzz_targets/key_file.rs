@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
                 drop(eventsmith_cli::keyfile::keyring(keys));
             }
             // Errors are one line (no key material is quoted: see the unit tests).
-            Err(e) => assert!(!e.contains('\n') && e.starts_with("key file fuzz")),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!e.contains('\n') && e.starts_with("key file fuzz"));
+            }
         }
     }
 });

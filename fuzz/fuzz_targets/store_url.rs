@@ -1,4 +1,5 @@
-//! The store URL parser: never panics, and what it accepts is one of the three kinds.
+//! The store URL parsers (the CLI's choice of backend, then each backend's own): never panic,
+//! what they accept is usable, and what they refuse is a configuration error.
 #![no_main]
 
 use eventsmith_cli::url::StoreUrl;
@@ -6,15 +7,17 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(url) = text.parse::<StoreUrl>() {
-            match url {
-                StoreUrl::Memory => assert_eq!(text, "memory:"),
-                StoreUrl::Sqlite(path) => assert!(!path.as_os_str().is_empty()),
-                StoreUrl::Cassandra { address, keyspace } => assert!(address.contains(':') && !keyspace.is_empty()),
-                StoreUrl::Postgres(url) => {
-                    let _ = url.config();
-                }
+        match text.parse::<StoreUrl>() {
+            Ok(StoreUrl::Memory) => assert_eq!(text, "memory:"),
+            Ok(StoreUrl::Sqlite(sqlite)) => assert!(!sqlite.path.as_os_str().is_empty()),
+            Ok(StoreUrl::Cassandra(config)) => {
+                assert!(!config.nodes().is_empty() && !config.keyspace().is_empty());
+                assert!(config.nodes().iter().all(|node| node.contains(':')));
             }
+            Ok(StoreUrl::Postgres(url)) => {
+                let _ = url.config();
+            }
+            Err(e) => assert_eq!(e.kind(), eventsmith_core::ErrorKind::Config, "{e}"),
         }
     }
 });

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 
-use eventsmith_core::Compressor;
+use eventsmith_core::{CompressError, Compressor};
 
 thread_local! {
     // zstd contexts hold megabytes of tables: creating one per payload cost more than the
@@ -57,7 +57,7 @@ impl Zstd {
 }
 
 impl Compressor for Zstd {
-    fn compress(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    fn compress(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, CompressError> {
         // A payload the decompressor would refuse is stored as it is: what is written must load
         // (the mapper's own size limit applies to uncompressed payloads).
         if bytes.len() < self.min_size || bytes.len() > self.max_decompressed {
@@ -71,19 +71,18 @@ impl Compressor for Zstd {
             let (_, compressor) = cell.as_mut().expect("set above");
             compressor.compress(bytes)
         });
-        let compressed = compressed.map_err(|e| e.to_string())?;
+        let compressed = compressed.map_err(|e| CompressError::Failed(Box::new(e)))?;
         // Incompressible data (already compressed, random) is stored as it is.
         Ok((compressed.len() < bytes.len()).then_some(compressed))
     }
 
-    fn decompress(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    fn decompress(&self, bytes: &[u8]) -> Result<Vec<u8>, CompressError> {
         // Frames written by `compress` state their size: check it, then decompress in one go.
         if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes) {
             if size > self.max_decompressed as u64 {
-                return Err(format!(
-                    "frame decompresses to more than {} bytes",
-                    self.max_decompressed
-                ));
+                return Err(CompressError::TooLarge {
+                    limit: self.max_decompressed,
+                });
             }
             let out = DECOMPRESSOR.with(|cell| {
                 let mut cell = cell.borrow_mut();
@@ -94,27 +93,28 @@ impl Compressor for Zstd {
                     .expect("set above")
                     .decompress(bytes, size as usize)
             });
-            let out = out.map_err(|e| format!("corrupt zstd frame: {e}"))?;
+            let out = out.map_err(|e| CompressError::Corrupt(Box::new(e)))?;
             if out.len() as u64 != size {
-                return Err(format!(
-                    "corrupt zstd frame: {} bytes instead of the {size} announced",
-                    out.len()
-                ));
+                return Err(CompressError::WrongLength {
+                    announced: size,
+                    found: out.len() as u64,
+                });
             }
             return Ok(out);
         }
         // Frames without a stated size are streamed, never past the limit.
-        let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|e| e.to_string())?;
+        // Creating the decoder only allocates its context: a failure is the compressor's own.
+        let decoder = zstd::stream::read::Decoder::new(bytes)
+            .map_err(|e| CompressError::Failed(Box::new(e)))?;
         let mut out = Vec::new();
         decoder
             .take(self.max_decompressed as u64 + 1)
             .read_to_end(&mut out)
-            .map_err(|e| format!("corrupt zstd frame: {e}"))?;
+            .map_err(|e| CompressError::Corrupt(Box::new(e)))?;
         if out.len() > self.max_decompressed {
-            return Err(format!(
-                "frame decompresses to more than {} bytes",
-                self.max_decompressed
-            ));
+            return Err(CompressError::TooLarge {
+                limit: self.max_decompressed,
+            });
         }
         Ok(out)
     }

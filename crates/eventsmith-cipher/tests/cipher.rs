@@ -8,8 +8,8 @@ use eventsmith_cipher::{
     AesGcmCipher, FileKeyStore, Key, KeyProvider, Keyring, MemoryKeyStore, PerAggregateKeys, Zstd,
 };
 use eventsmith_core::{
-    CipherError, Compressor, DecodeErrorKind, Envelope, Event, IntegerSequencedItem, Mapper,
-    PayloadCipher,
+    CipherError, CompressError, Compressor, DecodeErrorKind, Envelope, Event, IntegerSequencedItem,
+    Mapper, PayloadCipher,
 };
 use eventsmith_mapper::{CodecId, Encrypt, EventMapper, PayloadHeader};
 use proptest::prelude::*;
@@ -248,11 +248,26 @@ fn each_kind_of_bad_input_has_its_own_typed_error() {
     let body = frame.payload.len() - 10;
     frame.payload[body] ^= 0xff;
     frame.payload.truncate(frame.payload.len() - 3);
+    // The frame's corruption is typed, and zstd's own error stays reachable as the source.
+    let err = kind(&plain, &frame);
+    let DecodeErrorKind::Decompress(compress) = &err else {
+        panic!("{err:?}")
+    };
     assert!(
-        matches!(kind(&plain, &frame), DecodeErrorKind::Decompress(_)),
-        "{:?}",
-        kind(&plain, &frame)
+        matches!(
+            compress,
+            CompressError::Corrupt(_) | CompressError::WrongLength { .. }
+        ),
+        "{compress:?}"
     );
+    let source = std::error::Error::source(&err).expect("the compress error");
+    assert!(source.is::<CompressError>(), "{source:?}");
+    if let CompressError::Corrupt(_) = compress {
+        assert!(
+            std::error::Error::source(compress).is_some(),
+            "zstd's error"
+        );
+    }
 }
 
 #[test]
@@ -272,11 +287,17 @@ fn zstd_refuses_decompression_bombs_and_skips_small_or_incompressible_payloads()
         .compress(&vec![0; 100_000])
         .unwrap()
         .unwrap();
-    assert!(
-        zstd.decompress(&bomb)
-            .unwrap_err()
-            .contains("more than 1000")
-    );
+    assert!(matches!(
+        zstd.decompress(&bomb).unwrap_err(),
+        CompressError::TooLarge { limit: 1000 }
+    ));
+    // A frame that is not zstd at all: corrupt, with zstd's error as the source.
+    let not_zstd = zstd.decompress(b"definitely not a zstd frame").unwrap_err();
+    let CompressError::Corrupt(inner) = &not_zstd else {
+        panic!("{not_zstd:?}")
+    };
+    assert!(!inner.to_string().is_empty());
+    assert!(std::error::Error::source(&not_zstd).is_some());
     let small = zstd.compress(&[1; 900]).unwrap().unwrap();
     assert_eq!(zstd.decompress(&small).unwrap(), vec![1; 900]);
 }

@@ -15,7 +15,7 @@ use eventsmith_core::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::store_error;
+use crate::error::CliError;
 
 /// Progress on a terminal as a bar with rate and ETA; otherwise a plain line now and then.
 struct Progress {
@@ -69,7 +69,7 @@ impl Progress {
 async fn put<D: Inventory>(
     destination: &D,
     batch: Vec<IntegerSequencedItem>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let Some(first) = batch.first() else {
         return Ok(());
     };
@@ -83,17 +83,16 @@ async fn put<D: Inventory>(
             );
             let existing = destination
                 .select(id, &Select::all().gte(lo).lte(hi))
-                .await
-                .map_err(store_error)?;
+                .await?;
             let mut missing = Vec::new();
             for item in batch {
                 match existing.iter().find(|e| e.position == item.position) {
                     Some(e) if *e == item => {}
                     Some(_) => {
-                        return Err(format!(
-                            "the destination holds a different item at sequence {id} version {}: refusing to overwrite",
-                            item.position
-                        ));
+                        return Err(CliError::DifferentItem {
+                            sequence_id: id,
+                            version: item.position,
+                        });
                     }
                     None => missing.push(item),
                 }
@@ -105,16 +104,16 @@ async fn put<D: Inventory>(
                 .append(missing)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(CliError::from)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 async fn put_timestamped<D: Inventory>(
     destination: &D,
     items: Vec<TimestampSequencedItem>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     for chunk in items.chunks(100) {
         match destination.append_timestamped(chunk.to_vec()).await {
             Ok(()) => {}
@@ -123,24 +122,17 @@ async fn put_timestamped<D: Inventory>(
                     let at = Select::all().gte(item.position).lte(item.position);
                     let existing = destination
                         .select_timestamped(item.sequence_id, &at)
-                        .await
-                        .map_err(store_error)?;
+                        .await?;
                     match existing.first() {
                         Some(e) if e == item => {}
                         Some(_) => {
-                            return Err(format!(
-                                "the destination holds a different log item in {}",
-                                item.sequence_id
-                            ));
+                            return Err(CliError::DifferentLogItem(item.sequence_id));
                         }
-                        None => destination
-                            .append_timestamped(vec![item.clone()])
-                            .await
-                            .map_err(|e| e.to_string())?,
+                        None => destination.append_timestamped(vec![item.clone()]).await?,
                     }
                 }
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -153,20 +145,14 @@ const BATCH: usize = 100;
 pub(crate) async fn copy<S: Inventory, D: Inventory>(
     source: &S,
     destination: &D,
-) -> Result<(), String> {
-    let sequences = source
-        .list_sequences(ItemKind::Integer)
-        .await
-        .map_err(store_error)?;
+) -> Result<(), CliError> {
+    let sequences = source.list_sequences(ItemKind::Integer).await?;
     let total: u64 = sequences.iter().map(|(_, v)| *v as u64).sum();
     let mut progress = Progress::new(total);
     if source.capabilities().notifications == Support::Yes {
         let mut after = 0;
         loop {
-            let page = source
-                .select_notifications(after, 1000, &[])
-                .await
-                .map_err(store_error)?;
+            let page = source.select_notifications(after, 1000, &[]).await?;
             let Some(last) = page.last() else { break };
             after = last.id;
             // Runs of one sequence, in log order.
@@ -187,10 +173,7 @@ pub(crate) async fn copy<S: Inventory, D: Inventory>(
         }
     } else {
         for (id, _) in &sequences {
-            let items = source
-                .select(*id, &Select::all())
-                .await
-                .map_err(store_error)?;
+            let items = source.select(*id, &Select::all()).await?;
             for chunk in items.chunks(BATCH) {
                 put(destination, chunk.to_vec()).await?;
                 progress.add(chunk.len() as u64);
@@ -198,28 +181,16 @@ pub(crate) async fn copy<S: Inventory, D: Inventory>(
         }
     }
     progress.finish();
-    let logs = source
-        .list_sequences(ItemKind::Timestamped)
-        .await
-        .map_err(store_error)?;
+    let logs = source.list_sequences(ItemKind::Timestamped).await?;
     for (id, _) in &logs {
-        let items = source
-            .select_timestamped(*id, &Select::all())
-            .await
-            .map_err(store_error)?;
+        let items = source.select_timestamped(*id, &Select::all()).await?;
         put_timestamped(destination, items).await?;
     }
-    let snapshotted = source
-        .list_sequences(ItemKind::Snapshots)
-        .await
-        .map_err(store_error)?;
+    let snapshotted = source.list_sequences(ItemKind::Snapshots).await?;
     let mut snapshots = 0;
     for (id, _) in &snapshotted {
-        for snapshot in source.select_snapshots(*id).await.map_err(store_error)? {
-            destination
-                .write_snapshot(snapshot)
-                .await
-                .map_err(store_error)?;
+        for snapshot in source.select_snapshots(*id).await? {
+            destination.write_snapshot(snapshot).await?;
             snapshots += 1;
         }
     }

@@ -9,34 +9,22 @@ use eventsmith_core::{
 use eventsmith_mapper::{CodecId, PayloadHeader, Payloads};
 use uuid::Uuid;
 
-use crate::store_error;
+use crate::error::CliError;
 use eventsmith_cli::url::StoreUrl;
 
-pub(crate) async fn stats<S: Inventory>(store: &S, url: &StoreUrl) -> Result<(), String> {
-    let sequences = store
-        .list_sequences(ItemKind::Integer)
-        .await
-        .map_err(store_error)?;
+pub(crate) async fn stats<S: Inventory>(store: &S, url: &StoreUrl) -> Result<(), CliError> {
+    let sequences = store.list_sequences(ItemKind::Integer).await?;
     let events: i64 = sequences.iter().map(|(_, v)| v).sum();
-    let logs = store
-        .list_sequences(ItemKind::Timestamped)
-        .await
-        .map_err(store_error)?;
-    let snapshots = store
-        .list_sequences(ItemKind::Snapshots)
-        .await
-        .map_err(store_error)?;
+    let logs = store.list_sequences(ItemKind::Timestamped).await?;
+    let snapshots = store.list_sequences(ItemKind::Snapshots).await?;
     println!("sequences: {}", sequences.len());
     println!("events: {events} (sum of last versions)");
     println!("timestamped logs: {}", logs.len());
     println!("aggregates with snapshots: {}", snapshots.len());
     match store.capabilities().notifications {
         Support::Yes => {
-            let max = store.max_notification_id().await.map_err(store_error)?;
-            let first = store
-                .select_notifications(0, 1, &[])
-                .await
-                .map_err(store_error)?;
+            let max = store.max_notification_id().await?;
+            let first = store.select_notifications(0, 1, &[]).await?;
             match first.first() {
                 Some(n) => println!("notifications: {} to {max}", n.id),
                 None => println!("notifications: none"),
@@ -44,9 +32,9 @@ pub(crate) async fn stats<S: Inventory>(store: &S, url: &StoreUrl) -> Result<(),
         }
         Support::Missing { .. } => println!("notifications: not offered by this store"),
     }
-    if let StoreUrl::Sqlite(path) = url {
+    if let StoreUrl::Sqlite(sqlite) = url {
         let size = |suffix: &str| {
-            let mut p = path.as_os_str().to_owned();
+            let mut p = sqlite.path.as_os_str().to_owned();
             p.push(suffix);
             std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
         };
@@ -55,11 +43,8 @@ pub(crate) async fn stats<S: Inventory>(store: &S, url: &StoreUrl) -> Result<(),
     Ok(())
 }
 
-pub(crate) async fn list<S: Inventory>(store: &S) -> Result<(), String> {
-    let mut sequences = store
-        .list_sequences(ItemKind::Integer)
-        .await
-        .map_err(store_error)?;
+pub(crate) async fn list<S: Inventory>(store: &S) -> Result<(), CliError> {
+    let mut sequences = store.list_sequences(ItemKind::Integer).await?;
     sequences.sort();
     for (id, version) in sequences {
         println!("{id} {version}");
@@ -75,20 +60,28 @@ enum Body {
 }
 
 /// Why a payload could not be opened.
-enum OpenError {
-    /// The key: wrong, unknown, or a key store that failed.
-    Key(String),
-    /// The aggregate's key was erased (crypto-shredding): not a failure, the data is gone.
-    Erased(String),
-    /// Anything else: a malformed header, a plaintext payload under a key, bad JSON, ...
-    Other(String),
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The header, the key, the decompression or the codec failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeErrorKind),
+    /// A JSON payload that is not JSON.
+    #[error("invalid JSON: {0}")]
+    Json(#[source] serde_json::Error),
 }
 
-impl std::fmt::Display for OpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OpenError::Key(e) | OpenError::Erased(e) | OpenError::Other(e) => f.write_str(e),
-        }
+impl OpenError {
+    /// The aggregate's key was erased (crypto-shredding): not a failure, the data is gone.
+    fn is_erased(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Decode(DecodeErrorKind::Cipher(CipherError::KeyErased { .. }))
+        )
+    }
+
+    /// The key: wrong, unknown, or a key store that failed.
+    fn is_key(&self) -> bool {
+        matches!(self, OpenError::Decode(DecodeErrorKind::Cipher(_))) && !self.is_erased()
     }
 }
 
@@ -96,24 +89,18 @@ fn open_payload(
     payloads: &Payloads,
     item: &IntegerSequencedItem,
 ) -> Result<(PayloadHeader, Body), OpenError> {
-    let header = PayloadHeader::parse(&item.payload)
-        .map_err(|e| OpenError::Other(e.to_string()))?
-        .0;
+    let header = PayloadHeader::parse(&item.payload)?.0;
     if header.key_id.is_some() && !payloads.can_decrypt() {
         return Ok((
             header,
             Body::Sealed("encrypted; pass --key-file to decrypt".into()),
         ));
     }
-    let (header, body) = payloads.open(item).map_err(|e| match e {
-        DecodeErrorKind::Cipher(CipherError::KeyErased { .. }) => OpenError::Erased(e.to_string()),
-        DecodeErrorKind::Cipher(_) => OpenError::Key(e.to_string()),
-        other => OpenError::Other(other.to_string()),
-    })?;
+    let (header, body) = payloads.open(item)?;
     let body = match header.codec {
         CodecId::Json => match serde_json::from_slice(&body) {
             Ok(v) => Body::Json(v),
-            Err(e) => return Err(OpenError::Other(format!("invalid JSON: {e}"))),
+            Err(e) => return Err(OpenError::Json(e)),
         },
         _ => Body::Bytes(body.into_owned()),
     };
@@ -126,25 +113,22 @@ pub(crate) async fn show<S: Inventory>(
     json: bool,
     payloads: &Payloads,
     with_key: bool,
-) -> Result<(), String> {
-    let items = store
-        .select(sequence_id, &Select::all())
-        .await
-        .map_err(store_error)?;
+) -> Result<(), CliError> {
+    let items = store.select(sequence_id, &Select::all()).await?;
     if items.is_empty() {
-        return Err(format!("sequence {sequence_id} has no items"));
+        return Err(CliError::EmptySequence(sequence_id));
     }
     for item in &items {
         let (header, body) = match open_payload(payloads, item) {
             Ok(v) => v,
             // A shredded aggregate: its events are gone for good, which is not an error.
-            Err(OpenError::Erased(e)) => {
+            Err(e) if e.is_erased() => {
                 if json {
                     let line = serde_json::json!({
                         "sequence_id": sequence_id.to_string(),
                         "position": item.position,
                         "topic": item.topic,
-                        "erased": e,
+                        "erased": e.to_string(),
                     });
                     println!("{line}");
                 } else {
@@ -153,11 +137,12 @@ pub(crate) async fn show<S: Inventory>(
                 continue;
             }
             // With a key, a payload that does not open is the key's fault or tampering: stop.
-            Err(e) if with_key => {
-                return Err(format!(
-                    "cannot decode {sequence_id} version {}: {e} (wrong key?)",
-                    item.position
-                ));
+            Err(source) if with_key => {
+                return Err(CliError::Undecodable {
+                    sequence_id,
+                    version: item.position,
+                    source,
+                });
             }
             Err(e) => {
                 println!("{} {} unreadable: {e}", item.position, item.topic);
@@ -348,28 +333,30 @@ impl<'a> Verifier<'a> {
             Ok((_, Body::Sealed(_))) => self.keys.sealed += 1,
             Ok(_) if header.key_id.is_some() => self.keys.opened += 1,
             Ok(_) => {}
-            Err(OpenError::Erased(_)) => {
+            Err(e) if e.is_erased() => {
                 *self.keys.erased.entry(item.sequence_id).or_default() += 1;
             }
-            Err(OpenError::Key(e)) => {
+            Err(e) if e.is_key() => {
                 self.keys.refused += 1;
-                self.keys.first_refusal.get_or_insert_with(|| e.clone());
+                self.keys.first_refusal.get_or_insert_with(|| e.to_string());
                 self.report(format!("{what}: {e}"));
             }
-            Err(OpenError::Other(e)) => self.report(format!("{what}: {e}")),
+            Err(e) => self.report(format!("{what}: {e}")),
         }
     }
 
     /// Prints every problem and a summary; returns how many problems there were, or an error
     /// (exit 2) when a key file opened none of the encrypted items.
-    pub(crate) fn finish(self) -> Result<usize, String> {
+    pub(crate) fn finish(self) -> Result<usize, CliError> {
         let keys = &self.keys;
         if self.with_key && keys.opened == 0 && keys.refused > 0 {
-            return Err(format!(
-                "the key file opens none of the {} encrypted items ({}): a wrong key file?",
-                keys.refused,
-                keys.first_refusal.as_deref().unwrap_or("decryption failed")
-            ));
+            return Err(CliError::WrongKeyFile {
+                refused: keys.refused,
+                first: keys
+                    .first_refusal
+                    .clone()
+                    .unwrap_or_else(|| "decryption failed".into()),
+            });
         }
         let problems = self.found.len();
         for what in &self.found {
@@ -418,36 +405,24 @@ impl<'a> Verifier<'a> {
 pub(crate) async fn verify<S: Inventory>(
     store: &S,
     mut verifier: Verifier<'_>,
-) -> Result<usize, String> {
-    let mut sequences = store
-        .list_sequences(ItemKind::Integer)
-        .await
-        .map_err(store_error)?;
+) -> Result<usize, CliError> {
+    let mut sequences = store.list_sequences(ItemKind::Integer).await?;
     sequences.sort();
     for (id, _) in &sequences {
-        let items = store
-            .select(*id, &Select::all())
-            .await
-            .map_err(store_error)?;
+        let items = store.select(*id, &Select::all()).await?;
         verifier.sequence(*id, &items, &[]);
     }
-    let mut snapshotted = store
-        .list_sequences(ItemKind::Snapshots)
-        .await
-        .map_err(store_error)?;
+    let mut snapshotted = store.list_sequences(ItemKind::Snapshots).await?;
     snapshotted.sort();
     for (id, _) in &snapshotted {
-        for item in store.select_snapshots(*id).await.map_err(store_error)? {
+        for item in store.select_snapshots(*id).await? {
             verifier.snapshot(&item);
         }
     }
     if store.capabilities().notifications == Support::Yes {
         let mut after = 0;
         loop {
-            let page = store
-                .select_notifications(after, 1000, &[])
-                .await
-                .map_err(store_error)?;
+            let page = store.select_notifications(after, 1000, &[]).await?;
             let Some(last) = page.last() else { break };
             for n in &page {
                 verifier.notification(n.id, n.item.sequence_id, n.item.position);

@@ -8,7 +8,11 @@
 //! eventsmith copy FROM_URL TO_URL
 //! ```
 //!
-//! URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`,
+//! URLs, each parsed by its backend's crate (percent-escapes decoded):
+//! `sqlite:///path/to/file.db` or `sqlite://relative.db` (`SqliteUrl`'s parameters:
+//! `synchronous`, `busy_timeout_ms`, `read_connections`, `max_group`, `max_page_count`),
+//! `memory:`, `cassandra://host:port[,host:port...]/keyspace` (`CassandraConfig`'s parameters:
+//! `replication_factor`, `consistency`, `connect_timeout_ms`, ...),
 //! `postgres://user:password@host:port/database?schema=NAME` (the tables live in that
 //! PostgreSQL schema; without `schema`, in the first schema of the server's `search_path`).
 //! Exit codes: 0 fine, 1 `verify` found problems (one line per item), 2 the command could not
@@ -27,6 +31,7 @@
 //! one per line (`#` starts a comment line).
 
 mod copy;
+mod error;
 mod inspect;
 mod raw;
 
@@ -39,20 +44,24 @@ use clap::{Parser, Subcommand};
 use eventsmith_cipher::{
     AGGREGATE_KEY_ID, AesGcmCipher, FileKeyStore, Key, KeyProvider, Keyring, PerAggregateKeys, Zstd,
 };
-use eventsmith_core::{CipherError, MemoryStore, StoreError};
+use eventsmith_core::{CipherError, MemoryStore};
 use eventsmith_mapper::{CodecId, Encrypt, Payloads};
 use eventsmith_postgres::PostgresStore;
 use eventsmith_scylla::{CassandraConfig, CassandraStore};
-use eventsmith_sqlite::SqliteStore;
+use eventsmith_sqlite::{SqliteStore, SqliteUrl};
 use uuid::Uuid;
 
+use error::CliError;
 use eventsmith_cli::url::StoreUrl;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "eventsmith",
     version,
-    about = "Inspect, verify and copy eventsmith event stores"
+    about = "Inspect, verify and copy eventsmith event stores",
+    after_help = "URLs: sqlite:///path/to/file.db, sqlite://relative.db, memory:, \
+                  cassandra://host:port[,host:port...]/keyspace, \
+                  postgres://user@host:port/database?schema=NAME"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -139,31 +148,34 @@ macro_rules! with_store {
 
 /// Opens a store; `create` makes a Cassandra schema that is missing (copy destinations). A
 /// PostgreSQL store creates its tables on connect, when they are missing.
-async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
+async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, CliError> {
     match url {
         StoreUrl::Memory => Ok(AnyStore::Memory(MemoryStore::new())),
-        StoreUrl::Sqlite(path) => {
+        StoreUrl::Sqlite(SqliteUrl { path, config }) => {
             if !create && !path.exists() {
-                return Err(format!("no SQLite file at {}", path.display()));
+                return Err(CliError::NoSqliteFile(path.clone()));
             }
-            SqliteStore::open(path)
+            SqliteStore::open_with(path, config.clone())
                 .await
                 .map(AnyStore::Sqlite)
-                .map_err(|e| e.to_string())
+                .map_err(CliError::from)
         }
-        StoreUrl::Cassandra { address, keyspace } => {
-            let mut config =
-                CassandraConfig::new([address.as_str()], keyspace).map_err(|e| e.to_string())?;
-            config.connect_timeout = std::time::Duration::from_secs(5);
+        StoreUrl::Cassandra(config) => {
+            let mut config = config.clone();
+            // A command line waits 5 s, not the library's 10, unless the URL says otherwise.
+            let default = CassandraConfig::new(config.nodes().to_vec(), config.keyspace())?;
+            if config.connect_timeout == default.connect_timeout {
+                config.connect_timeout = std::time::Duration::from_secs(5);
+            }
             if create {
                 CassandraStore::create_schema(&config)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(CliError::from)?;
             }
             CassandraStore::connect(config)
                 .await
                 .map(AnyStore::Cassandra)
-                .map_err(|e| e.to_string())
+                .map_err(CliError::from)
         }
         StoreUrl::Postgres(url) => {
             let mut config = url.config();
@@ -172,7 +184,7 @@ async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, String> {
             PostgresStore::connect(config)
                 .await
                 .map(AnyStore::Postgres)
-                .map_err(|e| e.to_string())
+                .map_err(CliError::from)
         }
     }
 }
@@ -215,7 +227,7 @@ fn payloads(
     key_file: Option<&PathBuf>,
     key_store: Option<&PathBuf>,
     require: Encrypt,
-) -> Result<Payloads, String> {
+) -> Result<Payloads, CliError> {
     let payloads = Payloads::new(CodecId::Json).with_compressor(Arc::new(Zstd::new()));
     let Some(path) = key_file else {
         return Ok(payloads);
@@ -227,10 +239,12 @@ fn payloads(
             // `FileKeyStore::open` would create a missing directory: a typo must not look
             // like a store whose every key is unknown.
             if !dir.is_dir() {
-                return Err(format!("no key store directory at {}", dir.display()));
+                return Err(CliError::NoKeyStore(dir.clone()));
             }
-            let store =
-                FileKeyStore::open(dir).map_err(|e| format!("key store {}: {e}", dir.display()))?;
+            let store = FileKeyStore::open(dir).map_err(|source| CliError::KeyStore {
+                path: dir.clone(),
+                source,
+            })?;
             let mut masters = keys.iter().cloned();
             let (id, key) = masters.next().expect("a key file holds at least one key");
             Some(
@@ -248,9 +262,11 @@ fn payloads(
 }
 
 /// Reads a topics file: one topic per line; blank lines and lines starting with `#` skipped.
-fn topics(path: &Path) -> Result<HashSet<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read topics file {}: {e}", path.display()))?;
+fn topics(path: &Path) -> Result<HashSet<String>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::TopicsFile {
+        path: path.to_owned(),
+        source,
+    })?;
     let topics: HashSet<String> = text
         .lines()
         .map(str::trim)
@@ -258,21 +274,16 @@ fn topics(path: &Path) -> Result<HashSet<String>, String> {
         .map(str::to_owned)
         .collect();
     if topics.is_empty() {
-        return Err(format!("topics file {} lists no topic", path.display()));
+        return Err(CliError::NoTopics(path.to_owned()));
     }
     Ok(topics)
 }
 
-/// `StoreError`s as one line.
-pub(crate) fn store_error(e: StoreError) -> String {
-    e.to_string()
+fn parse(url: &str) -> Result<StoreUrl, CliError> {
+    url.parse().map_err(CliError::Url)
 }
 
-fn parse(url: &str) -> Result<StoreUrl, String> {
-    url.parse()
-}
-
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Stats { url } => {
             let url = parse(&url)?;
@@ -315,8 +326,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let problems = match (&url, &store) {
                 // SQLite rows are read as SQL values, so a row of the wrong type is one problem.
                 // Its reads block: off the async worker threads, like the store's own.
-                (StoreUrl::Sqlite(path), AnyStore::Sqlite(_)) => {
-                    tokio::task::block_in_place(|| raw::verify(path, verifier))?
+                (StoreUrl::Sqlite(sqlite), AnyStore::Sqlite(_)) => {
+                    tokio::task::block_in_place(|| raw::verify(&sqlite.path, verifier))?
                 }
                 _ => with_store!(&store, s => inspect::verify(s, verifier).await)?,
             };
@@ -358,8 +369,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(message) => {
-            // One line: what went wrong and where.
+        Err(error) => {
+            // One line: what went wrong and where (the sources' words are in it already).
+            let message = error.to_string();
             eprintln!("eventsmith: error: {}", message.replace('\n', " "));
             ExitCode::from(2)
         }

@@ -11,6 +11,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
+use crate::error::CliError;
 use crate::inspect::Verifier;
 
 /// A SQL value as read: like rusqlite's `Value`, whose conversion panics on TEXT that is not
@@ -165,13 +166,16 @@ impl Row {
     }
 }
 
-fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> CliError + '_ {
+    move |source| CliError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Reads every event, snapshot and notification of the SQLite file at `path` into `verifier`
 /// and finishes it. The file has been opened (and its schema checked) by the store already.
-pub(crate) fn verify(path: &Path, mut verifier: Verifier<'_>) -> Result<usize, String> {
+pub(crate) fn verify(path: &Path, mut verifier: Verifier<'_>) -> Result<usize, CliError> {
     let err = sql_error(path);
     let conn = Connection::open_with_flags(
         path,

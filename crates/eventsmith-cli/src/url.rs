@@ -1,9 +1,10 @@
 //! Store URLs: `sqlite:///path/to/file.db`, `memory:`, `cassandra://host:port/keyspace`,
-//! `postgres://user@host:port/database?schema=NAME`.
+//! `postgres://user@host:port/database?schema=NAME`, each parsed by its backend's crate.
 
-use std::path::PathBuf;
-
+use eventsmith_core::StoreError;
 use eventsmith_postgres::PostgresConfig;
+use eventsmith_scylla::CassandraConfig;
+use eventsmith_sqlite::SqliteUrl;
 
 /// A PostgreSQL store's URL, checked by [`PostgresConfig`]'s parser. Its `Debug` leaves out
 /// the password.
@@ -26,70 +27,48 @@ impl std::fmt::Debug for PostgresUrl {
     }
 }
 
-/// Where a store lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a store lives, and how to open it: each backend's own configuration type parses its
+/// URL (`SqliteUrl`, `CassandraConfig`, `PostgresConfig`); this only picks the backend.
+#[derive(Debug, Clone)]
 pub enum StoreUrl {
-    /// A SQLite file.
-    Sqlite(PathBuf),
+    /// A SQLite file (`sqlite:///absolute/path.db`, `sqlite://relative/path.db`, with
+    /// [`SqliteUrl`]'s parameters).
+    Sqlite(SqliteUrl),
     /// A fresh in-memory store (empty at every start).
     Memory,
-    /// A Cassandra or ScyllaDB keyspace.
-    Cassandra {
-        /// `host:port`.
-        address: String,
-        /// The keyspace.
-        keyspace: String,
-    },
+    /// A Cassandra or ScyllaDB keyspace (`cassandra://host:port[,host:port]/keyspace`, with
+    /// [`CassandraConfig`]'s parameters).
+    Cassandra(CassandraConfig),
     /// A PostgreSQL schema (`postgres://` or `postgresql://`, with libpq's parameters and
     /// eventsmith's `schema`, `pool_size`, `max_group`, `lock_timeout_ms`).
     Postgres(PostgresUrl),
 }
 
 impl std::str::FromStr for StoreUrl {
-    type Err = String;
+    /// A [`StoreError::Config`] saying what is wrong (never repeating a password).
+    type Err = StoreError;
 
-    fn from_str(url: &str) -> Result<Self, String> {
+    fn from_str(url: &str) -> Result<Self, StoreError> {
         if url == "memory:" {
             return Ok(StoreUrl::Memory);
         }
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(format!(
-                    "bad store URL {url:?}: no file path (use sqlite:///path/to/file.db)"
-                ));
-            }
-            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        if url.starts_with("sqlite:") {
+            return url.parse().map(StoreUrl::Sqlite);
         }
-        if let Some(rest) = url.strip_prefix("cassandra://") {
-            let (address, keyspace) = rest.split_once('/').ok_or_else(|| {
-                format!("bad store URL {url:?}: no keyspace (use cassandra://host:port/keyspace)")
-            })?;
-            let (host, port) = address.rsplit_once(':').ok_or_else(|| {
-                format!("bad store URL {url:?}: no port (use cassandra://host:port/keyspace)")
-            })?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(format!(
-                    "bad store URL {url:?}: {address:?} is not host:port"
-                ));
-            }
-            if keyspace.is_empty() {
-                return Err(format!("bad store URL {url:?}: empty keyspace"));
-            }
-            return Ok(StoreUrl::Cassandra {
-                address: address.to_owned(),
-                keyspace: keyspace.to_owned(),
-            });
+        if url.starts_with("cassandra:") {
+            return url.parse().map(StoreUrl::Cassandra);
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // The parser's messages never repeat the password; neither does this one.
-            return match url.parse::<PostgresConfig>() {
-                Ok(_) => Ok(StoreUrl::Postgres(PostgresUrl(url.to_owned()))),
-                Err(e) => Err(format!("bad store URL (postgres://...): {e}")),
-            };
+            // The parser's messages never repeat the password.
+            return url
+                .parse::<PostgresConfig>()
+                .map(|_| StoreUrl::Postgres(PostgresUrl(url.to_owned())));
         }
-        Err(format!(
-            "bad store URL {url:?}: expected sqlite:///path/to/file.db, memory:, cassandra://host:port/keyspace or postgres://user@host:port/database"
-        ))
+        Err(StoreError::Config {
+            detail: format!(
+                "{url:?}: expected sqlite:///path/to/file.db, memory:, cassandra://host:port/keyspace or postgres://user@host:port/database"
+            ),
+        })
     }
 }
 
@@ -99,22 +78,22 @@ mod tests {
 
     #[test]
     fn parses_every_kind() {
-        assert_eq!(
-            "sqlite:///tmp/x.db".parse(),
-            Ok(StoreUrl::Sqlite("/tmp/x.db".into()))
-        );
-        assert_eq!(
-            "sqlite://rel.db".parse(),
-            Ok(StoreUrl::Sqlite("rel.db".into()))
-        );
-        assert_eq!("memory:".parse(), Ok(StoreUrl::Memory));
-        assert_eq!(
-            "cassandra://127.0.0.1:9042/events".parse(),
-            Ok(StoreUrl::Cassandra {
-                address: "127.0.0.1:9042".into(),
-                keyspace: "events".into()
-            })
-        );
+        let Ok(StoreUrl::Sqlite(sqlite)) = "sqlite:///tmp/x%20y.db".parse() else {
+            panic!("a sqlite URL")
+        };
+        assert_eq!(sqlite.path, std::path::Path::new("/tmp/x y.db"));
+        let Ok(StoreUrl::Sqlite(sqlite)) = "sqlite://rel.db".parse() else {
+            panic!("a relative sqlite URL")
+        };
+        assert_eq!(sqlite.path, std::path::Path::new("rel.db"));
+        assert!(matches!("memory:".parse(), Ok(StoreUrl::Memory)));
+        let Ok(StoreUrl::Cassandra(cassandra)) =
+            "cassandra://127.0.0.1:9042,127.0.0.2:9042/events?replication_factor=2".parse()
+        else {
+            panic!("a cassandra URL")
+        };
+        assert_eq!(cassandra.nodes(), ["127.0.0.1:9042", "127.0.0.2:9042"]);
+        assert_eq!(cassandra.keyspace(), "events");
         let Ok(StoreUrl::Postgres(pg)) =
             "postgres://u:secret@127.0.0.1:55432/db?schema=orders".parse::<StoreUrl>()
         else {
@@ -125,7 +104,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_malformed_urls_with_a_reason() {
+    fn rejects_malformed_urls_with_a_typed_reason() {
         for bad in [
             "",
             "sqlite://",
@@ -137,11 +116,16 @@ mod tests {
             "cassandra://h:9042",
             "memory",
             "postgres://h/db?schema=Bad-Name",
-            "postgres://h:notaport/db",
+            "postgres://u:hunter2@h:notaport/db",
             "postgresql://h/db?pool_size=0",
         ] {
             let err = bad.parse::<StoreUrl>().unwrap_err();
-            assert!(err.starts_with("bad store URL"), "{bad}: {err}");
+            assert_eq!(
+                err.kind(),
+                eventsmith_core::ErrorKind::Config,
+                "{bad}: {err}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
 }

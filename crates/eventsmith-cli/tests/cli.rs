@@ -364,3 +364,32 @@ async fn verify_with_a_key_file_reports_plaintext_and_wrong_or_bad_key_files_exi
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8"));
 }
+
+/// `sqlite:` URLs are the SQLite crate's: percent-escapes are decoded, its parameters apply,
+/// and a misspelt parameter is a one-line typed error naming it, not a silently other file.
+#[tokio::test]
+async fn sqlite_urls_are_percent_decoded_and_take_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let spaced = dir.path().join("with space");
+    std::fs::create_dir(&spaced).unwrap();
+    let path = spaced.join("events.db");
+    fill(&path, 2, 3, &Payloads::new(CodecId::Json)).await;
+    let escaped = format!(
+        "sqlite://{}/with%20space/events.db?synchronous=normal&busy_timeout_ms=100",
+        dir.path().display()
+    );
+    let out = eventsmith(&["stats", &escaped]);
+    let stdout = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(stdout.contains("sequences: 2"), "{stdout}");
+
+    let misspelt = format!("{}?synchronus=normal", url(&path));
+    let out = eventsmith(&["stats", &misspelt]);
+    let stderr = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad store URL") && stderr.contains("unknown parameter \"synchronus\""),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

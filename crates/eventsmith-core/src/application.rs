@@ -13,7 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Envelope, Root};
-use crate::error::{BoxError, CommandError, LoadError, SaveError, SnapshotError, StoreError};
+use crate::error::{BoxError, CommandError, ErrorKind, LoadError, SnapshotError};
 use crate::idempotency::{IdempotencyKey, PriorAppend};
 use crate::item::{Select, Version};
 use crate::mapper::Mapper;
@@ -580,15 +580,14 @@ where
     }
 }
 
-/// Whether another attempt may succeed and is safe: an unknown outcome is retried only under
-/// an idempotency key, which finds the first attempt if it was applied.
+/// Whether another attempt may succeed and is safe, by the error's kind: a conflict re-runs
+/// the command on the state the other writer left; a busy or unavailable store is tried
+/// again; an unknown outcome only under an idempotency key, which finds the first attempt if
+/// it was applied. Everything else (a full disk, a rejection, corrupt data) fails at once.
 fn worth_retrying<E>(e: &CommandError<E>, keyed: bool) -> bool {
-    match e {
-        CommandError::Save(SaveError::Conflict { .. }) => true,
-        CommandError::Save(SaveError::Store(StoreError::OutcomeUnknown { .. })) => keyed,
-        CommandError::Save(SaveError::Store(e)) | CommandError::Load(LoadError::Store(e)) => {
-            e.is_retryable()
-        }
+    match e.kind() {
+        ErrorKind::Conflict | ErrorKind::Busy | ErrorKind::Unavailable => true,
+        ErrorKind::OutcomeUnknown => keyed,
         _ => false,
     }
 }

@@ -78,6 +78,15 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The store's disk or quota is full (SQLite's `SQLITE_FULL`, a full tablespace): the
+    /// write was rolled back whole, nothing of it was stored. Retrying does not help until
+    /// space is freed.
+    #[error("the event store is out of space: {source}")]
+    StorageFull {
+        /// What the backend said.
+        #[source]
+        source: BoxError,
+    },
     /// Any other backend failure.
     #[error("event store backend failed: {source}")]
     Backend {
@@ -95,9 +104,82 @@ impl StoreError {
         }
     }
 
-    /// Whether retrying the same operation may succeed.
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Closed => ErrorKind::Closed,
+            StoreError::Busy { .. } => ErrorKind::Busy,
+            StoreError::Unsupported { .. } => ErrorKind::Unsupported,
+            StoreError::InvalidItem { .. } => ErrorKind::Invalid,
+            StoreError::OutcomeUnknown { .. } => ErrorKind::OutcomeUnknown,
+            StoreError::Corrupt { .. } => ErrorKind::Corrupt,
+            StoreError::Config { .. } => ErrorKind::Config,
+            StoreError::Unreachable { .. } => ErrorKind::Unavailable,
+            StoreError::StorageFull { .. } => ErrorKind::StorageFull,
+            StoreError::Backend { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// Whether retrying the same operation may succeed: [`ErrorKind::is_retryable`] of
+    /// [`kind`](Self::kind).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Busy { .. })
+        self.kind().is_retryable()
+    }
+}
+
+/// What kind of failure an error is: one small set shared by every error of an operation
+/// ([`StoreError::kind`], [`AppendError::kind`], [`LoadError::kind`], [`SaveError::kind`],
+/// [`CommandError::kind`], [`SnapshotError::kind`],
+/// [`FollowError::kind`](crate::FollowError::kind)), so that a caller can decide what to do (retry, give up, alert)
+/// without matching every variant or any driver's error. The driver's error, where there is
+/// one, stays reachable through [`source`](std::error::Error::source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Another writer got there first (optimistic concurrency lost). Reloading and deciding
+    /// again may succeed; repeating the same write will not.
+    Conflict,
+    /// The store is temporarily unable to serve (a lock held, a timeout before anything was
+    /// sent, an overloaded or unavailable cluster). Nothing was written; retry later.
+    Busy,
+    /// The server could not be reached. Nothing was written; retry later.
+    Unavailable,
+    /// A write may or may not have been applied. Retry only where a retry is idempotent
+    /// (under an idempotency key), which then finds the first attempt if it was applied.
+    OutcomeUnknown,
+    /// The disk or quota is full; nothing of the write was stored. Retrying does not help
+    /// until space is freed.
+    StorageFull,
+    /// What was asked for does not exist (an aggregate without events).
+    NotFound,
+    /// The domain logic rejected the command.
+    Rejected,
+    /// Input that cannot be stored or data that cannot be used as it is (an item outside the
+    /// backend's range, an event that does not encode or decode, a broken history).
+    Invalid,
+    /// The stored data is damaged or foreign.
+    Corrupt,
+    /// The configuration is invalid.
+    Config,
+    /// The store lacks a capability.
+    Unsupported,
+    /// The store was closed.
+    Closed,
+    /// Anything else (a backend failure of no other kind).
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether trying again may succeed without anything else changing: a conflict (after
+    /// reloading), a busy or unavailable store, an unknown outcome (only where idempotent).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Conflict
+                | ErrorKind::Busy
+                | ErrorKind::Unavailable
+                | ErrorKind::OutcomeUnknown
+        )
     }
 }
 
@@ -132,6 +214,17 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
+impl AppendError {
+    /// What kind of failure this is: a conflict (a taken position or a moved tracking
+    /// record) or the store's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppendError::Conflict { .. } | AppendError::TrackingMoved { .. } => ErrorKind::Conflict,
+            AppendError::Store(e) => e.kind(),
+        }
+    }
+}
+
 /// Why an event could not be decoded from a stored item.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode sequence {sequence_id} at {position}, topic {topic:?}: {kind}")]
@@ -156,7 +249,7 @@ pub enum DecodeErrorKind {
     UnknownTopic,
     /// The payload header is malformed or truncated.
     #[error("malformed payload header: {0}")]
-    Header(String),
+    Header(#[source] HeaderError),
     /// The payload was written by a newer, unknown format.
     #[error("unsupported payload format version {0}")]
     UnsupportedFormat(u8),
@@ -173,7 +266,13 @@ pub enum DecodeErrorKind {
     },
     /// Decompression failed (a corrupt frame or an over-size payload).
     #[error("decompression failed: {0}")]
-    Decompress(String),
+    Decompress(#[source] CompressError),
+    /// The payload is encrypted, but this reader has no cipher to decrypt it.
+    #[error("payload is encrypted but no cipher is configured")]
+    NoCipher,
+    /// The payload is compressed, but this reader has no compressor to decompress it.
+    #[error("payload is compressed but no compressor is configured")]
+    NoCompressor,
     /// Decryption failed.
     #[error(transparent)]
     Cipher(#[from] CipherError),
@@ -187,6 +286,86 @@ pub enum DecodeErrorKind {
     /// The codec could not deserialize the bytes.
     #[error("deserialization failed: {0}")]
     Deserialize(#[source] BoxError),
+}
+
+/// What is wrong with a payload header, read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The payload ends inside the header.
+    #[error(
+        "the payload ends inside the header: its {field} needs {needed} bytes, {left} are left"
+    )]
+    Truncated {
+        /// The part of the header cut off.
+        field: &'static str,
+        /// The bytes it needs.
+        needed: usize,
+        /// The bytes left.
+        left: usize,
+    },
+    /// Flag bits this format does not define are set.
+    #[error("unknown flag bits {0:#04x}")]
+    UnknownFlags(u8),
+    /// A key id is empty or longer than 255 bytes.
+    #[error("a key id must be 1 to 255 bytes, not {len}")]
+    KeyIdLength {
+        /// The key id's length in bytes.
+        len: usize,
+    },
+    /// The key id is not UTF-8.
+    #[error("the key id is not UTF-8")]
+    KeyIdNotUtf8(#[source] std::str::Utf8Error),
+    /// The encoded metadata is empty or over the limit.
+    #[error("metadata of {len} bytes is outside 1 to {max} bytes")]
+    MetadataLength {
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The metadata does not decode (or encode).
+    #[error("metadata: {0}")]
+    Metadata(#[source] BoxError),
+    /// The metadata decodes but is not in the one encoding the writer produces (trailing
+    /// bytes, repeated keys, empty metadata behind the flag).
+    #[error("metadata is not in its canonical encoding")]
+    NonCanonicalMetadata,
+    /// The timestamp is outside the range of a date.
+    #[error("timestamp {nanos} ns is out of range")]
+    Timestamp {
+        /// The stored nanoseconds since the Unix epoch.
+        nanos: i64,
+        /// Why it is out of range.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Why a payload could not be compressed or decompressed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompressError {
+    /// The frame decompresses to more than the limit (a decompression bomb).
+    #[error("frame decompresses to more than {limit} bytes")]
+    TooLarge {
+        /// The most bytes a frame may decompress to.
+        limit: usize,
+    },
+    /// The frame is corrupt (or was not written by this compressor).
+    #[error("corrupt frame: {0}")]
+    Corrupt(#[source] BoxError),
+    /// The frame decompressed to another length than it announced.
+    #[error("corrupt frame: {found} bytes instead of the {announced} announced")]
+    WrongLength {
+        /// The length the frame states.
+        announced: u64,
+        /// The length it decompressed to.
+        found: u64,
+    },
+    /// The compressor itself failed (it could not allocate its context, a bad level).
+    #[error("compressor failed: {0}")]
+    Failed(#[source] BoxError),
 }
 
 /// Why an event could not be encoded into a stored item.
@@ -207,7 +386,16 @@ pub enum EncodeError {
     UnknownTopic(String),
     /// Compression failed.
     #[error("compression failed: {0}")]
-    Compress(String),
+    Compress(#[source] CompressError),
+    /// The payload header cannot be written (a key id or metadata out of bounds).
+    #[error("cannot write the payload header of event {topic:?}: {source}")]
+    Header {
+        /// The event's topic.
+        topic: String,
+        /// What is wrong.
+        #[source]
+        source: HeaderError,
+    },
     /// The event's metadata breaks a limit.
     #[error("cannot store the metadata of event {topic:?}: {source}")]
     Metadata {
@@ -291,6 +479,17 @@ pub enum LoadError {
     Store(#[from] StoreError),
 }
 
+impl LoadError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LoadError::NotFound { .. } | LoadError::Discarded { .. } => ErrorKind::NotFound,
+            LoadError::Decode(_) | LoadError::Replay(_) => ErrorKind::Invalid,
+            LoadError::Store(e) => e.kind(),
+        }
+    }
+}
+
 /// Why a sequence of events cannot be replayed into an aggregate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -343,6 +542,17 @@ pub enum SaveError {
     Store(#[from] StoreError),
 }
 
+impl SaveError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SaveError::Conflict { .. } => ErrorKind::Conflict,
+            SaveError::Encode(_) => ErrorKind::Invalid,
+            SaveError::Store(e) => e.kind(),
+        }
+    }
+}
+
 impl From<AppendError> for SaveError {
     fn from(e: AppendError) -> Self {
         match e {
@@ -364,7 +574,7 @@ impl From<AppendError> for SaveError {
             AppendError::Store(e) => SaveError::Store(e),
             // Repositories never move tracking records; kept as the store's error if one did.
             moved @ AppendError::TrackingMoved { .. } => SaveError::Store(StoreError::Backend {
-                source: moved.to_string().into(),
+                source: Box::new(moved),
             }),
         }
     }
@@ -398,6 +608,20 @@ pub enum CommandError<E> {
     Save(#[from] SaveError),
 }
 
+impl<E> CommandError<E> {
+    /// What kind of failure this is: [`ErrorKind::Conflict`] means another writer saved
+    /// first (the command may be run again on the new state); a discarded aggregate is
+    /// [`ErrorKind::Rejected`], like a rejection by the domain logic.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CommandError::NotFound { .. } => ErrorKind::NotFound,
+            CommandError::Discarded { .. } | CommandError::Rejected(_) => ErrorKind::Rejected,
+            CommandError::Load(e) => e.kind(),
+            CommandError::Save(e) => e.kind(),
+        }
+    }
+}
+
 /// Why a snapshot could not be taken.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -414,4 +638,123 @@ pub enum SnapshotError {
     /// The store failed.
     #[error("cannot store snapshot: {0}")]
     Store(#[source] StoreError),
+}
+
+impl SnapshotError {
+    /// What kind of failure this is (an application without snapshots is
+    /// [`ErrorKind::Unsupported`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SnapshotError::NotConfigured => ErrorKind::Unsupported,
+            SnapshotError::Load(e) => e.kind(),
+            SnapshotError::Encode(_) => ErrorKind::Invalid,
+            SnapshotError::Store(e) => e.kind(),
+        }
+    }
+}
+
+impl crate::follow::FollowError {
+    /// What kind of failure this is: another runner applying the page first is a
+    /// [`ErrorKind::Conflict`]; a handler's own failure is [`ErrorKind::Other`] (its source
+    /// says more).
+    pub fn kind(&self) -> ErrorKind {
+        use crate::follow::FollowError;
+        match self {
+            FollowError::Moved { .. } => ErrorKind::Conflict,
+            FollowError::Store(e) => e.kind(),
+            FollowError::Append(e) => e.kind(),
+            FollowError::Handler { .. } => ErrorKind::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every layer reports the kind of the failure under it, and only conflicts, busy or
+    /// unavailable stores and unknown outcomes count as retryable.
+    #[test]
+    fn kinds_pass_through_the_layers() {
+        let id = Uuid::nil();
+        let full = || StoreError::StorageFull {
+            source: "disk full".into(),
+        };
+        assert_eq!(full().kind(), ErrorKind::StorageFull);
+        assert!(!full().is_retryable());
+        let unreachable = StoreError::Unreachable {
+            address: "h:1".into(),
+            source: "refused".into(),
+        };
+        assert_eq!(unreachable.kind(), ErrorKind::Unavailable);
+        assert!(unreachable.is_retryable());
+        assert_eq!(
+            AppendError::Conflict {
+                sequence_id: id,
+                position: Position::Version(1)
+            }
+            .kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(AppendError::Store(full()).kind(), ErrorKind::StorageFull);
+        assert_eq!(SaveError::Store(full()).kind(), ErrorKind::StorageFull);
+        assert_eq!(LoadError::Store(full()).kind(), ErrorKind::StorageFull);
+        assert_eq!(SnapshotError::Store(full()).kind(), ErrorKind::StorageFull);
+        assert_eq!(SnapshotError::NotConfigured.kind(), ErrorKind::Unsupported);
+        let moved = crate::FollowError::from(AppendError::TrackingMoved {
+            follower: "f".into(),
+            expected: 1,
+            found: 2,
+        });
+        assert_eq!(moved.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            crate::FollowError::from(AppendError::Store(full())).kind(),
+            ErrorKind::StorageFull
+        );
+        assert_eq!(
+            CommandError::<()>::Save(SaveError::Conflict { id, version: 2 }).kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(CommandError::Rejected("no").kind(), ErrorKind::Rejected);
+        assert_eq!(
+            CommandError::<()>::Load(LoadError::NotFound { id }).kind(),
+            ErrorKind::NotFound
+        );
+        let busy = CommandError::<()>::Load(LoadError::Store(StoreError::Busy {
+            source: "locked".into(),
+        }));
+        assert_eq!(busy.kind(), ErrorKind::Busy);
+        assert!(busy.kind().is_retryable());
+        // The source chain goes through every layer to the backend's words.
+        let save = CommandError::<String>::Save(SaveError::Store(full()));
+        let source = std::error::Error::source(&save).expect("the store's source");
+        assert_eq!(source.to_string(), "disk full");
+        // A moved tracking record turned into a save error is still there, typed, as the source.
+        let moved = SaveError::from(AppendError::TrackingMoved {
+            follower: "f".into(),
+            expected: 1,
+            found: 2,
+        });
+        let source = std::error::Error::source(&moved).expect("the append error");
+        assert!(
+            matches!(
+                source.downcast_ref::<AppendError>(),
+                Some(AppendError::TrackingMoved { found: 2, .. })
+            ),
+            "{moved:?}"
+        );
+        for kind in [
+            ErrorKind::StorageFull,
+            ErrorKind::Corrupt,
+            ErrorKind::Config,
+            ErrorKind::Invalid,
+            ErrorKind::Rejected,
+            ErrorKind::NotFound,
+            ErrorKind::Unsupported,
+            ErrorKind::Closed,
+            ErrorKind::Other,
+        ] {
+            assert!(!kind.is_retryable(), "{kind:?}");
+        }
+    }
 }

@@ -107,8 +107,9 @@ pub use application::{
     Snapshots,
 };
 pub use error::{
-    AppendError, BoxError, CipherError, CommandError, DecodeError, DecodeErrorKind, EncodeError,
-    LoadError, ReplayError, SaveError, SnapshotError, StoreError,
+    AppendError, BoxError, CipherError, CommandError, CompressError, DecodeError, DecodeErrorKind,
+    EncodeError, ErrorKind, HeaderError, LoadError, ReplayError, SaveError, SnapshotError,
+    StoreError,
 };
 pub use follow::{
     FollowError, Follower, FollowerStatus, MemoryProjection, Policy, Process, Runner, RunnerHandle,

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use crate::aggregate::Envelope;
-use crate::error::{CipherError, DecodeError, EncodeError};
+use crate::error::{CipherError, CompressError, DecodeError, EncodeError};
 use crate::item::IntegerSequencedItem;
 
 /// Turns domain events into sequenced items and back.
@@ -19,9 +19,9 @@ pub trait Mapper<E>: Send + Sync + 'static {
 /// Compresses payloads before encryption.
 pub trait Compressor: Send + Sync + 'static {
     /// Compresses `bytes`, or returns `None` to store them uncompressed (too small to gain).
-    fn compress(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    fn compress(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, CompressError>;
     /// Reverses [`compress`](Self::compress); fails on a corrupt or over-size frame.
-    fn decompress(&self, bytes: &[u8]) -> Result<Vec<u8>, String>;
+    fn decompress(&self, bytes: &[u8]) -> Result<Vec<u8>, CompressError>;
 }
 
 /// Authenticated encryption of payloads under rotating keys, addressed by key id.

@@ -20,7 +20,7 @@
 //! A reader rejects any other format version, unknown flag bits and unknown codec ids with a
 //! typed error, so a future format change fails clearly instead of decoding garbage.
 
-use eventsmith_core::{DecodeErrorKind, Metadata};
+use eventsmith_core::{DecodeErrorKind, HeaderError, Metadata};
 
 use crate::codec::CodecId;
 
@@ -60,10 +60,11 @@ impl PayloadHeader {
             {
                 return Err(DecodeErrorKind::UnsupportedFormat(v));
             }
-            return Err(DecodeErrorKind::Header(format!(
-                "payload of {} bytes is shorter than the {FIXED_LEN}-byte header",
-                payload.len()
-            )));
+            return Err(DecodeErrorKind::Header(HeaderError::Truncated {
+                field: "fixed part",
+                needed: FIXED_LEN,
+                left: payload.len(),
+            }));
         }
         if payload[0] != FORMAT_VERSION {
             return Err(DecodeErrorKind::UnsupportedFormat(payload[0]));
@@ -72,26 +73,34 @@ impl PayloadHeader {
             CodecId::from_byte(payload[1]).ok_or(DecodeErrorKind::UnknownCodec(payload[1]))?;
         let flags = payload[2];
         if flags & !(FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_METADATA) != 0 {
-            return Err(DecodeErrorKind::Header(format!(
-                "unknown flag bits {flags:#04x}"
+            return Err(DecodeErrorKind::Header(HeaderError::UnknownFlags(
+                flags & !(FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_METADATA),
             )));
         }
         let schema_version = u32::from_le_bytes(payload[3..7].try_into().expect("4 bytes"));
         let timestamp_nanos = i64::from_le_bytes(payload[7..15].try_into().expect("8 bytes"));
         let mut rest = &payload[FIXED_LEN..];
         let key_id = if flags & FLAG_ENCRYPTED != 0 {
-            let (&len, after) = rest
-                .split_first()
-                .ok_or_else(|| DecodeErrorKind::Header("missing key id length".into()))?;
+            let (&len, after) =
+                rest.split_first()
+                    .ok_or(DecodeErrorKind::Header(HeaderError::Truncated {
+                        field: "key id length",
+                        needed: 1,
+                        left: 0,
+                    }))?;
             let len = usize::from(len);
-            if len == 0 || after.len() < len {
-                return Err(DecodeErrorKind::Header(format!(
-                    "key id of {len} bytes does not fit the {} bytes left",
-                    after.len()
-                )));
+            if len == 0 {
+                return Err(DecodeErrorKind::Header(HeaderError::KeyIdLength { len }));
+            }
+            if after.len() < len {
+                return Err(DecodeErrorKind::Header(HeaderError::Truncated {
+                    field: "key id",
+                    needed: len,
+                    left: after.len(),
+                }));
             }
             let id = std::str::from_utf8(&after[..len])
-                .map_err(|_| DecodeErrorKind::Header("key id is not UTF-8".into()))?;
+                .map_err(|e| DecodeErrorKind::Header(HeaderError::KeyIdNotUtf8(e)))?;
             rest = &after[len..];
             Some(id.to_owned())
         } else {
@@ -99,19 +108,30 @@ impl PayloadHeader {
         };
         let metadata = if flags & FLAG_METADATA != 0 {
             if rest.len() < 4 {
-                return Err(DecodeErrorKind::Header("missing metadata length".into()));
+                return Err(DecodeErrorKind::Header(HeaderError::Truncated {
+                    field: "metadata length",
+                    needed: 4,
+                    left: rest.len(),
+                }));
             }
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
             let after = &rest[4..];
-            if len == 0 || len > MAX_METADATA_LEN || after.len() < len {
-                return Err(DecodeErrorKind::Header(format!(
-                    "metadata of {len} bytes does not fit the {} bytes left (at most {MAX_METADATA_LEN})",
-                    after.len()
-                )));
+            if len == 0 || len > MAX_METADATA_LEN {
+                return Err(DecodeErrorKind::Header(HeaderError::MetadataLength {
+                    len,
+                    max: MAX_METADATA_LEN,
+                }));
+            }
+            if after.len() < len {
+                return Err(DecodeErrorKind::Header(HeaderError::Truncated {
+                    field: "metadata",
+                    needed: len,
+                    left: after.len(),
+                }));
             }
             let stored = &after[..len];
             let metadata: Metadata = postcard::from_bytes(stored)
-                .map_err(|e| DecodeErrorKind::Header(format!("metadata: {e}")))?;
+                .map_err(|e| DecodeErrorKind::Header(HeaderError::Metadata(Box::new(e))))?;
             // Only the one encoding the writer produces is accepted (no trailing bytes, no
             // repeated map keys, no empty metadata behind the flag): what is read writes
             // back to the same bytes, which the associated data of an encrypted payload
@@ -119,9 +139,7 @@ impl PayloadHeader {
             let canonical = !metadata.is_empty()
                 && postcard::to_allocvec(&metadata).is_ok_and(|bytes| bytes == stored);
             if !canonical {
-                return Err(DecodeErrorKind::Header(
-                    "metadata is not in its canonical encoding".into(),
-                ));
+                return Err(DecodeErrorKind::Header(HeaderError::NonCanonicalMetadata));
             }
             rest = &after[len..];
             metadata
@@ -140,7 +158,7 @@ impl PayloadHeader {
     }
 
     /// Writes the header; fails only for a key id that is empty or longer than 255 bytes.
-    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), HeaderError> {
         let mut flags = 0;
         if self.compressed {
             flags |= FLAG_COMPRESSED;
@@ -158,18 +176,18 @@ impl PayloadHeader {
             let len = u8::try_from(key_id.len())
                 .ok()
                 .filter(|&l| l > 0)
-                .ok_or_else(|| format!("key id must be 1 to 255 bytes, not {}", key_id.len()))?;
+                .ok_or(HeaderError::KeyIdLength { len: key_id.len() })?;
             out.push(len);
             out.extend_from_slice(key_id.as_bytes());
         }
         if !self.metadata.is_empty() {
-            let bytes =
-                postcard::to_allocvec(&self.metadata).map_err(|e| format!("metadata: {e}"))?;
+            let bytes = postcard::to_allocvec(&self.metadata)
+                .map_err(|e| HeaderError::Metadata(Box::new(e)))?;
             if bytes.len() > MAX_METADATA_LEN {
-                return Err(format!(
-                    "metadata of {} bytes is over the {MAX_METADATA_LEN}-byte limit",
-                    bytes.len()
-                ));
+                return Err(HeaderError::MetadataLength {
+                    len: bytes.len(),
+                    max: MAX_METADATA_LEN,
+                });
             }
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(&bytes);
@@ -193,6 +211,82 @@ mod tests {
         }
     }
 
+    /// Each malformed header is its own variant, saying where; a decoder's error stays the
+    /// source.
+    #[test]
+    fn malformed_headers_are_typed_and_keep_their_source() {
+        use std::error::Error;
+
+        let mut out = Vec::new();
+        assert!(matches!(
+            header(Some("")).write(&mut out),
+            Err(HeaderError::KeyIdLength { len: 0 })
+        ));
+        assert!(matches!(
+            header(Some(&"k".repeat(256))).write(&mut out),
+            Err(HeaderError::KeyIdLength { len: 256 })
+        ));
+
+        let mut bytes = Vec::new();
+        header(Some("k1")).write(&mut bytes).unwrap();
+        assert!(matches!(
+            PayloadHeader::parse(&bytes[..9]),
+            Err(DecodeErrorKind::Header(HeaderError::Truncated {
+                field: "fixed part",
+                needed: 15,
+                left: 9
+            }))
+        ));
+        assert!(matches!(
+            PayloadHeader::parse(&bytes[..17]),
+            Err(DecodeErrorKind::Header(HeaderError::Truncated {
+                field: "key id",
+                needed: 2,
+                left: 1
+            }))
+        ));
+        let mut flags = bytes.clone();
+        flags[2] |= 0b1000_0000;
+        assert!(matches!(
+            PayloadHeader::parse(&flags),
+            Err(DecodeErrorKind::Header(HeaderError::UnknownFlags(0x80)))
+        ));
+        let mut utf8 = bytes.clone();
+        utf8[16] = 0xff;
+        let err = PayloadHeader::parse(&utf8).unwrap_err();
+        let DecodeErrorKind::Header(inner @ HeaderError::KeyIdNotUtf8(_)) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(err.source().is_some_and(|s| s.is::<HeaderError>()));
+        assert!(
+            inner
+                .source()
+                .is_some_and(|s| s.is::<std::str::Utf8Error>())
+        );
+
+        // Metadata that postcard cannot decode: postcard's error is the source.
+        let mut plain = Vec::new();
+        header(None).write(&mut plain).unwrap();
+        plain[2] |= FLAG_METADATA;
+        plain.extend_from_slice(&3u32.to_le_bytes());
+        plain.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let err = PayloadHeader::parse(&plain).unwrap_err();
+        let DecodeErrorKind::Header(inner @ HeaderError::Metadata(_)) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(inner.source().is_some_and(|s| s.is::<postcard::Error>()));
+        let mut long = plain.clone();
+        long[FIXED_LEN..FIXED_LEN + 4]
+            .copy_from_slice(&(MAX_METADATA_LEN as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            PayloadHeader::parse(&long),
+            Err(DecodeErrorKind::Header(HeaderError::MetadataLength {
+                max: MAX_METADATA_LEN,
+                ..
+            }))
+        ));
+    }
+
     #[test]
     fn non_canonical_metadata_is_refused() {
         // Found by the payload_header fuzz target: trailing bytes after the metadata.
@@ -202,7 +296,7 @@ mod tests {
         ];
         assert!(matches!(
             PayloadHeader::parse(&found),
-            Err(DecodeErrorKind::Header(m)) if m.contains("canonical")
+            Err(DecodeErrorKind::Header(HeaderError::NonCanonicalMetadata))
         ));
         // The flag with metadata that decodes as empty.
         let mut empty = vec![1, 2, 4, 1, 0, 0, 0];

@@ -53,7 +53,7 @@ use time::OffsetDateTime;
 
 use eventsmith_core::{
     Compressor, DecodeError, DecodeErrorKind, DomainEvent, EncodeError, Envelope, Event,
-    EventTypes, IntegerSequencedItem, Mapper, PayloadCipher, Position, Version,
+    EventTypes, HeaderError, IntegerSequencedItem, Mapper, PayloadCipher, Position, Version,
 };
 
 #[cfg(feature = "bincode")]
@@ -268,9 +268,15 @@ impl<E: DomainEvent> EventMapper<E> {
             .ok_or(DecodeErrorKind::UnknownTopic)?;
         let (header, body) = self.payloads.open(item)?;
         let event = entry.decode(header.codec, header.schema_version, &body)?;
-        let timestamp =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(header.timestamp_nanos))
-                .map_err(|e| DecodeErrorKind::Header(format!("timestamp: {e}")))?;
+        let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+            header.timestamp_nanos,
+        ))
+        .map_err(|e| {
+            DecodeErrorKind::Header(HeaderError::Timestamp {
+                nanos: header.timestamp_nanos,
+                source: Box::new(e),
+            })
+        })?;
         Ok(Envelope {
             originator_id: item.sequence_id,
             version: item.position,

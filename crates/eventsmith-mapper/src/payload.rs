@@ -160,7 +160,10 @@ impl Payloads {
         let mut payload = Vec::with_capacity(32 + body.len());
         header
             .write(&mut payload)
-            .map_err(|e| serialize_error(e.into()))?;
+            .map_err(|source| EncodeError::Header {
+                topic: topic.to_owned(),
+                source,
+            })?;
         if let (Some(cipher), Some(key_id)) = (cipher, &header.key_id) {
             let aad = associated_data(sequence_id, position, topic, &payload);
             let sealed = cipher.encrypt(sequence_id, key_id, &aad, &body)?;
@@ -192,11 +195,7 @@ impl Payloads {
         }
         let body = match &header.key_id {
             Some(key_id) => {
-                let cipher = self.cipher.as_ref().ok_or_else(|| {
-                    DecodeErrorKind::Header(
-                        "payload is encrypted but no cipher is configured".into(),
-                    )
-                })?;
+                let cipher = self.cipher.as_ref().ok_or(DecodeErrorKind::NoCipher)?;
                 let header_len = item.payload.len() - body.len();
                 let aad = associated_data(
                     item.sequence_id,
@@ -213,11 +212,10 @@ impl Payloads {
             None => Cow::Borrowed(body),
         };
         let body = if header.compressed {
-            let compressor = self.compressor.as_ref().ok_or_else(|| {
-                DecodeErrorKind::Decompress(
-                    "payload is compressed but no compressor is configured".into(),
-                )
-            })?;
+            let compressor = self
+                .compressor
+                .as_ref()
+                .ok_or(DecodeErrorKind::NoCompressor)?;
             Cow::Owned(
                 compressor
                     .decompress(&body)

@@ -206,3 +206,33 @@ async fn the_persistence_policy_stores_what_entities_publish() {
     assert!(bus.publish(&stale.commit_pending()).await.is_err());
     assert_eq!(repository.get(root.id()).await.unwrap().version(), 2);
 }
+
+/// A handler's error stays typed behind the bus's: the persistence policy's append conflict
+/// is reachable through `source()` as the `SaveError` it was, with its kind.
+#[tokio::test]
+async fn a_failed_persistence_keeps_the_store_error_as_its_source() {
+    use eventsmith_core::{ErrorKind, SaveError};
+
+    let store = MemoryStore::new();
+    let bus = EventBus::<AccountEvent>::new();
+    let events_store = EventStore::new(
+        store.clone(),
+        EventMapper::<AccountEvent>::builder().build().unwrap(),
+    );
+    let policy = PersistencePolicy::subscribe(&bus, events_store, &[]);
+    let batch = events();
+    bus.publish(&batch).await.unwrap();
+    // The same versions again: the store refuses them.
+    let err = bus.publish(&batch).await.unwrap_err();
+    assert_eq!(err.failures.len(), 1);
+    assert_eq!(err.failures[0].0, policy);
+    let source = std::error::Error::source(&err).expect("the handler's error");
+    let save = source
+        .downcast_ref::<SaveError>()
+        .expect("the persistence policy's SaveError");
+    assert_eq!(save.kind(), ErrorKind::Conflict);
+    assert!(
+        matches!(save, SaveError::Conflict { version: 1, .. }),
+        "{save:?}"
+    );
+}

@@ -331,26 +331,51 @@ impl std::str::FromStr for CassandraConfig {
         let rest = url
             .strip_prefix("cassandra://")
             .ok_or_else(|| config_error(format!("{url:?} is not a cassandra:// URL; {usage}")))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (hosts, keyspace) = path
-            .split_once('/')
-            .ok_or_else(|| config_error(format!("{url:?} names no keyspace; {usage}")))?;
+        // URL syntax has one host per authority, so the contact points are split off here;
+        // each, and the rest (keyspace, percent-decoded query), is parsed by `url`.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (hosts, tail) = rest.split_at(end);
         let mut nodes = Vec::new();
         for node in hosts.split(',') {
-            let valid = node
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return Err(config_error(format!(
-                    "{url:?}: {node:?} is not host:port; {usage}"
-                )));
+            let parsed = url::Url::parse(&format!("cassandra://{node}"))
+                .ok()
+                .filter(|u| u.username().is_empty() && u.password().is_none())
+                .and_then(|u| {
+                    // A name outside ASCII stays percent-escaped in a URL's host: decoded here.
+                    let host = percent_encoding::percent_decode_str(u.host_str()?)
+                        .decode_utf8()
+                        .ok()?;
+                    Some(format!("{host}:{}", u.port()?))
+                });
+            match parsed {
+                Some(address) if !node.is_empty() => nodes.push(address),
+                _ => {
+                    return Err(config_error(format!(
+                        "{url:?}: {node:?} is not host:port; {usage}"
+                    )));
+                }
             }
-            nodes.push(node.to_owned());
         }
+        let first = nodes.first().map_or("", String::as_str);
+        let parsed = url::Url::parse(&format!("cassandra://{first}{tail}"))
+            .map_err(|e| config_error(format!("{url:?}: {e}; {usage}")))?;
+        if parsed.fragment().is_some() {
+            return Err(config_error(format!(
+                "{url:?}: a #fragment means nothing here"
+            )));
+        }
+        let keyspace = parsed
+            .path()
+            .strip_prefix('/')
+            .ok_or_else(|| config_error(format!("{url:?} names no keyspace; {usage}")))?;
+        let keyspace = percent_encoding::percent_decode_str(keyspace)
+            .decode_utf8()
+            .map_err(|_| config_error(format!("{url:?}: the keyspace is not UTF-8")))?;
+        let keyspace = keyspace.as_ref();
         let mut config = CassandraConfig::new(nodes, keyspace)?;
         let mut replication_given = false;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        for (name, value) in parsed.query_pairs() {
+            let (name, value) = (name.as_ref(), value.as_ref());
             match name {
                 "replication_factor" | "replication" if replication_given => {
                     return Err(config_error(format!(
@@ -1519,6 +1544,25 @@ mod tests {
         assert_eq!(format!("{plain:?}"), format!("{new:?}"));
     }
 
+    /// `url` does the decoding: percent-escapes in the keyspace and the parameters, bracketed
+    /// IPv6 contact points.
+    #[test]
+    fn urls_are_percent_decoded_and_take_ipv6_hosts() {
+        let c: CassandraConfig =
+            "cassandra://[::1]:9042,h2:9043/%65vents?replication=dc%201:3&consistency=%71uorum"
+                .parse()
+                .unwrap();
+        assert_eq!(c.nodes(), ["[::1]:9042", "h2:9043"]);
+        assert_eq!(c.keyspace(), "events");
+        assert_eq!(
+            c.replication,
+            Replication::NetworkTopology(vec![("dc 1".into(), 3)])
+        );
+        assert_eq!(c.consistency, Consistency::Quorum);
+        let c: CassandraConfig = "cassandra://nœud:9042/ks".parse().unwrap();
+        assert_eq!(c.nodes(), ["nœud:9042"]);
+    }
+
     #[test]
     fn bad_urls_are_config_errors() {
         for bad in [
@@ -1539,6 +1583,11 @@ mod tests {
             "cassandra://h:9042/ks?request_timeout_ms=soon",
             "cassandra://h:9042/ks?heartbeat_interval_ms=0",
             "cassandra://h:9042/ks?replicaton_factor=3",
+            "cassandra://h:99999/ks",
+            "cassandra://user@h:9042/ks",
+            "cassandra://h:9042/ks#fragment",
+            "cassandra://h:9042/ks/more",
+            "cassandra://h:9042/%ff",
         ] {
             assert!(
                 matches!(

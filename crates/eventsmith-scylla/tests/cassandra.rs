@@ -609,3 +609,41 @@ async fn connect_checks_the_keyspace_schema_stamp() {
         .await
         .unwrap();
 }
+
+/// A store URL with two contact points, the first dead, and a percent-escaped keyspace name
+/// connects through the live one (the driver tries each contact point); the unreachable
+/// node alone is the `Unavailable` kind, retryable, with the driver's error as its source.
+#[tokio::test]
+async fn a_url_with_several_contact_points_connects_through_a_live_one() {
+    let Some(address) = common::address() else {
+        return;
+    };
+    // The run's keyspace, created by the shared store.
+    let (_store, ()) = common::store().await.expect("a configured node");
+    let keyspace = common::keyspace();
+    let escaped = keyspace.replacen('_', "%5F", 1);
+    let url = format!("cassandra://127.0.0.1:1,{address}/{escaped}?connect_timeout_ms=5000");
+    let config: CassandraConfig = url.parse().unwrap();
+    assert_eq!(config.nodes(), ["127.0.0.1:1", address.as_str()]);
+    assert_eq!(config.keyspace(), keyspace);
+    let store = CassandraStore::connect(config).await.expect("connect");
+    let id = Uuid::new_v4();
+    store.append(vec![item(id, 1, "x")]).await.unwrap();
+    assert_eq!(
+        store.select(id, &Select::all()).await.unwrap(),
+        vec![item(id, 1, "x")]
+    );
+
+    let dead: CassandraConfig =
+        format!("cassandra://127.0.0.1:1/{keyspace}?connect_timeout_ms=2000")
+            .parse()
+            .unwrap();
+    let err = CassandraStore::connect(dead).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        eventsmith_core::ErrorKind::Unavailable,
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+}

@@ -85,6 +85,7 @@
 //! file (plain rowids) is migrated on open, in one transaction, keeping every row and id.
 
 mod error;
+mod location;
 mod projection;
 mod schema;
 mod worker;
@@ -114,6 +115,7 @@ use eventsmith_core::{
     Delivery, IdempotencyKey, KeyedAppend, Lease, LeaseClaim, PriorAppend, Tracking,
 };
 
+pub use location::SqliteUrl;
 pub use projection::SqliteProjection;
 /// The rusqlite this store is built on. [`SqliteProjection`]'s `apply` writes through a
 /// [`rusqlite::Transaction`]: name it (and `params!`) from here rather than adding rusqlite
@@ -147,6 +149,11 @@ pub struct SqliteConfig {
     pub read_connections: usize,
     /// The most appends committed in one transaction.
     pub max_group: usize,
+    /// A quota: the file grows to at most this many pages (`PRAGMA max_page_count`; a page
+    /// is 4096 bytes unless the file says otherwise). An append past it fails with
+    /// [`StoreError::StorageFull`] and writes nothing, as on a full disk. `None`: no limit
+    /// but the disk's.
+    pub max_page_count: Option<u64>,
 }
 
 impl Default for SqliteConfig {
@@ -156,6 +163,7 @@ impl Default for SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
             max_group: 256,
+            max_page_count: None,
         }
     }
 }
@@ -268,7 +276,14 @@ fn configure(conn: &Connection, config: &SqliteConfig, path: &str) -> Result<(),
         Synchronous::Normal => "NORMAL",
     };
     conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
-        .map_err(|e| from_sqlite(e, path))
+        .map_err(|e| from_sqlite(e, path))?;
+    if let Some(pages) = config.max_page_count {
+        // The pragma answers with the limit in force, which never falls below the file's
+        // current size; nothing to check.
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| from_sqlite(e, path))?;
+    }
+    Ok(())
 }
 
 fn open_writer(

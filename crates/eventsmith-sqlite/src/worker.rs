@@ -19,11 +19,11 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use eventsmith_core::{
-    AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Lease, LeaseClaim, Position,
-    PriorAppend, SequencedItem, StoreError, TimestampSequencedItem, Tracking,
+    AppendError, BoxError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Lease, LeaseClaim,
+    Position, PriorAppend, SequencedItem, StoreError, TimestampSequencedItem, Tracking,
 };
 
-use crate::error::{from_sqlite, is_unique_violation};
+use crate::error::{SharedSource, from_sqlite, is_unique_violation};
 
 /// What the writer has done so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,8 +303,15 @@ impl Writer {
                     let _ = job.reply.send(outcome);
                 }
             }
+            Err(e) if group.len() == 1 => {
+                // One job: its error as it is, source and all.
+                if let Some(job) = group.into_iter().next() {
+                    let _ = job.reply.send(Err(AppendError::Store(e)));
+                }
+            }
             Err(e) => {
                 // Nothing of the group was committed: every job fails the same way.
+                let e = Arc::new(e);
                 for job in group {
                     let _ = job.reply.send(Err(AppendError::Store(replicate(&e))));
                 }
@@ -545,13 +552,14 @@ pub(crate) fn find_key(
     }))
 }
 
-/// One error for every job of a failed group, of the same kind (`Busy`, `Corrupt`, `Closed`,
-/// ...), with the text once: a `Busy`'s source is copied, not the whole message around it.
-fn replicate(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Busy { source } => StoreError::Busy {
-            source: source.to_string().into(),
-        },
+/// One error for every job of a failed group, of the same kind (`Busy`, `StorageFull`,
+/// `Corrupt`, `Closed`, ...), with the text once: the source is the group's source, shared
+/// ([`SharedSource`]), so its chain down to the SQLite error is kept.
+fn replicate(e: &Arc<StoreError>) -> StoreError {
+    let source = || -> BoxError { Box::new(SharedSource(Arc::clone(e))) };
+    match &**e {
+        StoreError::Busy { .. } => StoreError::Busy { source: source() },
+        StoreError::StorageFull { .. } => StoreError::StorageFull { source: source() },
         StoreError::Closed => StoreError::Closed,
         StoreError::Corrupt { detail } => StoreError::Corrupt {
             detail: detail.clone(),
@@ -571,17 +579,35 @@ fn replicate(e: &StoreError) -> StoreError {
         StoreError::Unsupported { capability, reason } => {
             StoreError::Unsupported { capability, reason }
         }
-        StoreError::Unreachable { address, source } => StoreError::Unreachable {
+        StoreError::Unreachable { address, .. } => StoreError::Unreachable {
             address: address.clone(),
-            source: source.to_string().into(),
+            source: source(),
         },
-        StoreError::OutcomeUnknown { commit_id, source } => StoreError::OutcomeUnknown {
+        StoreError::OutcomeUnknown { commit_id, .. } => StoreError::OutcomeUnknown {
             commit_id: *commit_id,
-            source: source.to_string().into(),
+            source: source(),
         },
-        StoreError::Backend { source } => StoreError::backend(source.to_string()),
-        // A kind added later: its whole text, as a backend failure.
-        other => StoreError::backend(other.to_string()),
+        StoreError::Backend { .. } => StoreError::Backend { source: source() },
+        // A kind added later: the whole error, as a backend failure's source.
+        _ => StoreError::Backend {
+            source: Box::new(SharedAll(Arc::clone(e))),
+        },
+    }
+}
+
+/// A whole shared error as a source, for kinds [`replicate`] does not know.
+#[derive(Debug)]
+struct SharedAll(Arc<StoreError>);
+
+impl std::fmt::Display for SharedAll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedAll {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
     }
 }
 
@@ -637,25 +663,55 @@ mod tests {
     /// Every job of a failed group gets the group's kind of error, its text said once.
     #[test]
     fn a_failed_group_keeps_the_kind_of_its_error() {
-        let busy = replicate(&StoreError::Busy {
+        let busy = replicate(&Arc::new(StoreError::Busy {
             source: "database is locked".into(),
-        });
+        }));
         assert!(busy.is_retryable(), "{busy:?}");
         assert_eq!(busy.to_string().matches("busy").count(), 1, "{busy}");
         assert!(busy.to_string().ends_with("database is locked"), "{busy}");
-        assert!(matches!(replicate(&StoreError::Closed), StoreError::Closed));
-        let corrupt = replicate(&StoreError::Corrupt {
+        assert!(matches!(
+            replicate(&Arc::new(StoreError::Closed)),
+            StoreError::Closed
+        ));
+        let corrupt = replicate(&Arc::new(StoreError::Corrupt {
             detail: "f.db: database disk image is malformed".into(),
-        });
+        }));
         assert!(
             matches!(&corrupt, StoreError::Corrupt { detail } if detail == "f.db: database disk image is malformed"),
             "{corrupt:?}"
         );
-        let backend = replicate(&StoreError::backend("f.db: disk I/O error"));
+        let backend = replicate(&Arc::new(StoreError::backend("f.db: disk I/O error")));
         assert!(matches!(backend, StoreError::Backend { .. }), "{backend:?}");
         assert_eq!(
             backend.to_string(),
             "event store backend failed: f.db: disk I/O error"
         );
+    }
+
+    /// A full disk stays a full disk for every job, and each job's error reaches the SQLite
+    /// error under it through `source()`, not a copy of its text.
+    #[test]
+    fn a_failed_group_keeps_the_source_chain() {
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let full = Arc::new(from_sqlite(sqlite, "f.db"));
+        for _ in 0..2 {
+            let job = replicate(&full);
+            assert_eq!(
+                job.kind(),
+                eventsmith_core::ErrorKind::StorageFull,
+                "{job:?}"
+            );
+            assert_eq!(job.to_string(), full.to_string());
+            let first = std::error::Error::source(&job).expect("the shared source");
+            assert!(first.to_string().starts_with("f.db: "), "{first}");
+            let driver = first.source().expect("the SQLite error");
+            let driver = driver
+                .downcast_ref::<rusqlite::Error>()
+                .expect("a rusqlite::Error");
+            assert_eq!(driver.sqlite_error_code(), Some(ErrorCode::DiskFull));
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use eventsmith_core::{AppendError, ItemStore, Select, SequencedItem, StoreError};
+use eventsmith_core::{AppendError, ErrorKind, ItemStore, Select, SequencedItem, StoreError};
 use eventsmith_sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 use uuid::Uuid;
 
@@ -684,4 +684,266 @@ async fn timestamped_rows_of_the_wrong_type_are_corrupt_naming_the_item() {
         ),
         other => panic!("expected Corrupt naming {id} position 7, got {other:?}"),
     }
+}
+
+/// A file at its size limit (`max_page_count`, as a full disk gives `SQLITE_FULL`) fails an
+/// append with the full-disk kind, the SQLite error under it, and nothing of the batch
+/// written: the appends before it are whole, the file stays sound and takes the batch once
+/// there is room.
+#[tokio::test]
+async fn a_full_file_is_storage_full_and_writes_nothing_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let empty_pages: u64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let config = SqliteConfig {
+        max_page_count: Some(empty_pages + 12),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    // Batches of 10 items of 1000 bytes: a few pages each, so the limit falls inside one.
+    let batch = |id: Uuid| -> Vec<_> {
+        (1..=10)
+            .map(|position| SequencedItem {
+                sequence_id: id,
+                position,
+                topic: "t".into(),
+                payload: vec![position as u8; 1000],
+            })
+            .collect()
+    };
+    let mut stored = Vec::new();
+    let (refused, err) = loop {
+        assert!(stored.len() < 100, "the file never filled up");
+        let id = Uuid::new_v4();
+        match store.append(batch(id)).await {
+            Ok(_) => stored.push(id),
+            Err(e) => break (id, e),
+        }
+    };
+    assert!(
+        !stored.is_empty(),
+        "the first batch already failed: {err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::StorageFull, "{err:?}");
+    assert!(!err.kind().is_retryable());
+    let AppendError::Store(e @ StoreError::StorageFull { .. }) = &err else {
+        panic!("expected StorageFull, got {err:?}")
+    };
+    assert!(!e.is_retryable());
+    // The chain: the store's error, the file it concerns, SQLite's own error.
+    let with_path = std::error::Error::source(e).expect("a source");
+    assert!(with_path.to_string().contains("events.db"), "{with_path}");
+    let sqlite = with_path
+        .source()
+        .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        .expect("the rusqlite error under it");
+    assert_eq!(
+        sqlite.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull)
+    );
+
+    // Nothing half: the refused batch left no item, the others are whole.
+    assert!(
+        store
+            .select(refused, &Select::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for id in &stored {
+        assert_eq!(store.select(*id, &Select::all()).await.unwrap(), batch(*id));
+    }
+    let last = store.max_notification_id().await.unwrap();
+    assert_eq!(last, 10 * stored.len() as u64);
+    store.close().await;
+
+    // Without the limit the same file takes the refused batch, numbered after the others.
+    let store = SqliteStore::open(&path).await.unwrap();
+    let ids = store.append(batch(refused)).await.unwrap();
+    assert_eq!(ids.start, last + 1);
+    assert_eq!(
+        store.select(refused, &Select::all()).await.unwrap(),
+        batch(refused)
+    );
+}
+
+/// The application's retry policy goes by the error's kind: a full file fails the command at
+/// once (its decision is made once), a busy one is tried again until the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_retry_a_busy_store_and_not_a_full_one() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use eventsmith_core::{Application, CommandError, RetryPolicy};
+    use eventsmith_mapper::EventMapper;
+    use eventsmith_testkit::application::{Marked, Tally, TallyEvent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let empty_pages: u64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let config = SqliteConfig {
+        busy_timeout: Duration::from_millis(50),
+        max_page_count: Some(empty_pages + 12),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let app: Application<Tally, _> = Application::builder(
+        store.clone(),
+        EventMapper::<TallyEvent>::builder().build().unwrap(),
+    )
+    .retry(RetryPolicy::new(20).pauses(Duration::from_millis(20), Duration::from_millis(50)))
+    .build();
+
+    // Busy: another connection holds the write lock for a while, then lets go.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        other.execute_batch("ROLLBACK").unwrap();
+    });
+    let decided = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&decided);
+    let id = Uuid::new_v4();
+    app.command(id, move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, String>([Marked { n: 1 }])
+    })
+    .await
+    .expect("retried past the busy lock");
+    release.join().unwrap();
+    assert!(
+        decided.load(Ordering::SeqCst) > 1,
+        "the first attempt should have met the lock"
+    );
+
+    // Full: commands of four events each until the file is at its limit; the failing one was
+    // decided once, not retried.
+    let mut outcome = Ok(());
+    for n in 0..200 {
+        let decided = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&decided);
+        let result = app
+            .command(Uuid::new_v4(), move |_| {
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(
+                    (0..4)
+                        .map(|i| Marked { n: n * 1000 + i })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await;
+        if let Err(e) = result {
+            assert_eq!(
+                decided.load(Ordering::SeqCst),
+                1,
+                "a full store was retried"
+            );
+            outcome = Err(e);
+            break;
+        }
+    }
+    let Err(err) = outcome else {
+        panic!("the file never filled up")
+    };
+    assert_eq!(err.kind(), ErrorKind::StorageFull, "{err:?}");
+    assert!(
+        matches!(&err, CommandError::Save(e) if e.kind() == ErrorKind::StorageFull),
+        "{err:?}"
+    );
+    // The chain reaches SQLite's error.
+    let mut chain = std::error::Error::source(&err);
+    let mut found = false;
+    while let Some(e) = chain {
+        found |= e
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(|e| e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull));
+        chain = e.source();
+    }
+    assert!(found, "no SQLite error in the chain of {err:?}");
+}
+
+/// Concurrent appends into a file that fills up: those committed together with a failing one
+/// fail with it (one transaction), each with the full-disk kind and SQLite's error at the end
+/// of its own `source()` chain; every acknowledged batch is whole, every refused one absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_into_a_full_file_each_keep_the_whole_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let empty_pages: u64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let config = SqliteConfig {
+        max_page_count: Some(empty_pages + 40),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let batch = |id: Uuid| -> Vec<_> {
+        (1..=5)
+            .map(|position| SequencedItem {
+                sequence_id: id,
+                position,
+                topic: "t".into(),
+                payload: vec![position as u8; 700],
+            })
+            .collect()
+    };
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    for _round in 0..50 {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, id) = (store.clone(), Uuid::new_v4());
+                let items = batch(id);
+                tokio::spawn(async move { (id, store.append(items).await) })
+            })
+            .collect();
+        for task in tasks {
+            match task.await.unwrap() {
+                (id, Ok(_)) => acked.push(id),
+                (id, Err(e)) => refused.push((id, e)),
+            }
+        }
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !acked.is_empty() && !refused.is_empty(),
+        "the file never filled up"
+    );
+    for (id, err) in &refused {
+        assert_eq!(err.kind(), ErrorKind::StorageFull, "{err:?}");
+        let mut chain = std::error::Error::source(err);
+        let mut sqlite = None;
+        while let Some(e) = chain {
+            sqlite = sqlite.or(e.downcast_ref::<rusqlite::Error>());
+            chain = e.source();
+        }
+        assert_eq!(
+            sqlite.and_then(|e| e.sqlite_error_code()),
+            Some(rusqlite::ErrorCode::DiskFull),
+            "no SQLite error in the chain of {err:?}"
+        );
+        assert!(store.select(*id, &Select::all()).await.unwrap().is_empty());
+    }
+    for id in &acked {
+        assert_eq!(store.select(*id, &Select::all()).await.unwrap(), batch(*id));
+    }
+    let stats = store.commit_stats();
+    eprintln!(
+        "{} acknowledged, {} refused; {} appends in {} transactions",
+        acked.len(),
+        refused.len(),
+        stats.appends,
+        stats.transactions
+    );
 }

@@ -4,16 +4,17 @@
 // What applications use, by name. Helpers for backend implementors stay in `backend`.
 pub use eventsmith_core::{
     AfterCommit, Aggregate, AppendError, Application, ApplicationBuilder, BoxError, BoxFuture,
-    Capabilities, CipherError, Command, CommandError, Committed, Compressor, DecodeError,
-    DecodeErrorKind, Delivery, DomainEvent, EncodeError, Envelope, Event, EventStore,
-    EventTypeVisitor, EventTypes, FollowError, Follower, FollowerStatus, IdempotencyKey,
-    IntegerSequencedItem, InvalidKey, InvalidMetadata, Inventory, ItemKind, ItemStore, KeyedAppend,
-    Lease, LeaseClaim, LoadError, MAX_ID_LEN, MAX_KEY_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN,
-    MAX_USER_VALUE_LEN, MAX_VERSION, Mapper, MemoryProjection, MemoryStore, Metadata, Notification,
-    PayloadCipher, Policy, Position, PriorAppend, Process, ReplayError, Repository, RetryPolicy,
-    Root, RootParts, Runner, RunnerHandle, RunnerWaker, SaveError, Saved, Select, SequencedItem,
-    SnapshotError, SnapshotStore, Snapshots, StoreError, Support, System, SystemError, Timestamp,
-    TimestampSequencedItem, Tracking, Unit, Version, backend, catch_up, domain_events, scenario,
+    Capabilities, CipherError, Command, CommandError, Committed, CompressError, Compressor,
+    DecodeError, DecodeErrorKind, Delivery, DomainEvent, EncodeError, Envelope, ErrorKind, Event,
+    EventStore, EventTypeVisitor, EventTypes, FollowError, Follower, FollowerStatus, HeaderError,
+    IdempotencyKey, IntegerSequencedItem, InvalidKey, InvalidMetadata, Inventory, ItemKind,
+    ItemStore, KeyedAppend, Lease, LeaseClaim, LoadError, MAX_ID_LEN, MAX_KEY_LEN,
+    MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN, MAX_VERSION, Mapper, MemoryProjection,
+    MemoryStore, Metadata, Notification, PayloadCipher, Policy, Position, PriorAppend, Process,
+    ReplayError, Repository, RetryPolicy, Root, RootParts, Runner, RunnerHandle, RunnerWaker,
+    SaveError, Saved, Select, SequencedItem, SnapshotError, SnapshotStore, Snapshots, StoreError,
+    Support, System, SystemError, Timestamp, TimestampSequencedItem, Tracking, Unit, Version,
+    backend, catch_up, domain_events, scenario,
 };
 // The derives name the core through this path, whatever the facade re-exports by name.
 #[doc(hidden)]
@@ -28,7 +29,7 @@ pub use eventsmith_mapper::{self as mapper, CodecId, Encrypt, EventMapper, Paylo
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use eventsmith_sqlite::{
-    self as sqlite, SqliteConfig, SqliteProjection, SqliteStore, Synchronous,
+    self as sqlite, SqliteConfig, SqliteProjection, SqliteStore, SqliteUrl, Synchronous,
 };
 
 #[cfg(feature = "postgres")]
