@@ -107,9 +107,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
 use eventsmith_core::{
     AppendError, Capabilities, Delivery, IdempotencyKey, IntegerSequencedItem, Inventory, ItemKind,
-    ItemStore, KeyedAppend, MAX_VERSION, Notification, Position, PriorAppend, Select,
-    SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Tracking,
-    Version,
+    ItemStore, KeyedAppend, Lease, LeaseClaim, MAX_VERSION, Notification, Position, PriorAppend,
+    Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
+    Tracking, Version,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
@@ -499,6 +499,63 @@ impl ItemStore for PostgresStore {
         let at = || format!("the tracking record of follower {follower:?}");
         let position: i64 = column(row, 0, self.address(), &at)?;
         read_version(position, self.address(), &at())
+    }
+
+    /// One statement on a pooled connection, timed by the server's clock (so runners in
+    /// processes on different machines agree on expiry): the lease is taken when free,
+    /// the claimer's own, or expired; otherwise the holder is read back.
+    ///
+    /// # Cancellation
+    ///
+    /// A dropped future may still have taken the lease; it expires after its time to live.
+    async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
+        let ttl = i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX);
+        let taken = self
+            .query(
+                "INSERT INTO leases AS l (follower, owner, expires) \
+                 VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond') \
+                 ON CONFLICT (follower) DO UPDATE SET owner = excluded.owner, expires = excluded.expires \
+                 WHERE l.owner = excluded.owner OR l.expires <= clock_timestamp() \
+                 RETURNING true",
+                &[&lease.follower, &lease.owner, &ttl],
+            )
+            .await?;
+        if !taken.is_empty() {
+            return Ok(LeaseClaim::Held);
+        }
+        let holder = self
+            .query(
+                "SELECT owner, greatest(0, (extract(epoch FROM expires - clock_timestamp()) * 1000)::bigint) \
+                 FROM leases WHERE follower = $1",
+                &[&lease.follower],
+            )
+            .await?;
+        let at = || format!("the lease of follower {:?}", lease.follower);
+        Ok(match holder.first() {
+            // Released or expired since the insert looked: the next claim takes it.
+            None => LeaseClaim::Taken {
+                owner: Uuid::nil(),
+                expires_in: std::time::Duration::ZERO,
+            },
+            Some(row) => LeaseClaim::Taken {
+                owner: column(row, 0, self.address(), &at)?,
+                expires_in: std::time::Duration::from_millis(
+                    column::<i64>(row, 1, self.address(), &at)?.max(0) as u64,
+                ),
+            },
+        })
+    }
+
+    /// # Cancellation
+    ///
+    /// A dropped future may still have released the lease.
+    async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
+        self.query(
+            "DELETE FROM leases WHERE follower = $1 AND owner = $2",
+            &[&follower, &owner],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Appends `items` and moves the follower's tracking record in one transaction, through

@@ -54,15 +54,21 @@ CREATE TABLE idempotency_keys (
     last_position bigint NOT NULL,
     PRIMARY KEY (sequence_id, key)
 );
+CREATE TABLE leases (
+    follower text PRIMARY KEY,
+    owner uuid NOT NULL,
+    expires timestamptz NOT NULL
+);
 ";
 
 /// The tables of the current version, for recognising a foreign schema.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "integer_items",
     "timestamp_items",
     "snapshots",
     "tracking",
     "idempotency_keys",
+    "leases",
     "schema_version",
 ];
 
