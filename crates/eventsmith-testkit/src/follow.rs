@@ -273,9 +273,9 @@ pub async fn two_runners_never_apply_a_page_twice<S: ItemStore>(store: S) {
 }
 
 /// Two runners of one follower, started together: only the one holding the follower's lease
-/// runs it; the other stands by and takes over when the first stops (releasing the lease),
-/// and a lease left by a runner that died is taken over once it expires. Between them every
-/// event is applied exactly once.
+/// runs it; the other stands by and takes over when the first stops (releasing the lease)
+/// or its handle is dropped, and a lease left by a runner that died is taken over once it
+/// expires. Between them every event is applied exactly once.
 pub async fn one_runner_runs_a_follower_at_a_time<S: ItemStore>(store: S) {
     if !follows(&store, "one_runner_runs_a_follower_at_a_time").await {
         return;
@@ -331,12 +331,25 @@ pub async fn one_runner_runs_a_follower_at_a_time<S: ItemStore>(store: S) {
     )
     .await
     .expect("the standing-by runner took over after the first stopped");
-    second.stop().await;
-    assert!(!b.applied().is_empty());
+    // A third stands by; the second's handle is dropped, which stops it and hands over.
+    let c = Recorder::new(&name, &topic);
+    let third = start(&c);
+    drop(second);
+    write(&store, &topic, 4, 10).await;
+    let rebuilt = rebuild(&store, &topic).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        third.wait_for(&name, rebuilt.last().unwrap().id),
+    )
+    .await
+    .expect("the runner standing by took over after the other's handle was dropped");
+    third.stop().await;
+    assert!(!b.applied().is_empty() && !c.applied().is_empty());
     let mut applied = a.applied();
     applied.extend(b.applied());
+    applied.extend(c.applied());
     applied.sort_by_key(|n| n.id);
-    let expected = 3
+    let expected = 4
         * (0..4)
             .map(|w| (0..10).map(|b| 1 + (b * 7 + w) % 4).sum::<usize>())
             .sum::<usize>();
