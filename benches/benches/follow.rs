@@ -87,6 +87,20 @@ impl AfterCommit<BenchEvent> for StampThenWake {
     }
 }
 
+/// The bench's application on `store`, stamping its commits into `committed`, then waking.
+fn stamped(
+    store: &SqliteStore,
+    committed: &Stamps,
+    waker: &RunnerWaker,
+) -> Application<Account, SqliteStore> {
+    Application::builder(store.clone(), mapper())
+        .publish_to(StampThenWake {
+            committed: committed.clone(),
+            waker: waker.clone(),
+        })
+        .build()
+}
+
 fn stamp(seen: &Stamps, n: &Notification) {
     seen.lock()
         .unwrap()
@@ -118,12 +132,7 @@ async fn wake_up(path: &std::path::Path) -> serde_json::Value {
     let store = SqliteStore::open(path).await.unwrap();
     let (committed, seen): (Stamps, Stamps) = Default::default();
     let waker = RunnerWaker::new();
-    let app = Application::builder(store.clone(), mapper())
-        .publish_to(StampThenWake {
-            committed: committed.clone(),
-            waker: waker.clone(),
-        })
-        .build();
+    let app = stamped(&store, &committed, &waker);
     let view = seen.clone();
     let follower = MemoryProjection::new("wake-up", (), move |_, n: &Notification| {
         stamp(&view, n);
@@ -165,12 +174,7 @@ async fn lag_b(path: &std::path::Path) -> serde_json::Value {
     let store = SqliteStore::open(path).await.unwrap();
     let (committed, seen): (Stamps, Stamps) = Default::default();
     let waker = RunnerWaker::new();
-    let app = Application::builder(store.clone(), mapper())
-        .publish_to(StampThenWake {
-            committed: committed.clone(),
-            waker: waker.clone(),
-        })
-        .build();
+    let app = stamped(&store, &committed, &waker);
     let view = seen.clone();
     let decoder = mapper();
     let projection = SqliteProjection::open(

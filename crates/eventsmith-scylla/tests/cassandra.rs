@@ -410,15 +410,10 @@ fn view_writes(
     }
 }
 
-#[tokio::test]
-async fn a_projection_writes_its_output_and_position_together_and_resumes_exactly() {
-    let Some((store, ())) = common::store().await else {
-        return;
-    };
-    let address = common::address().unwrap();
-    let ks = common::keyspace();
+/// A session of its own and a new view table (sequence id, position, run) in keyspace `ks`.
+async fn view_table(ks: &str) -> (scylla::client::session::Session, String) {
     let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(&address)
+        .known_node(common::address().unwrap())
         .build()
         .await
         .unwrap();
@@ -428,6 +423,16 @@ async fn a_projection_writes_its_output_and_position_together_and_resumes_exactl
         .await
         .unwrap();
     session.await_schema_agreement().await.unwrap();
+    (session, view)
+}
+
+#[tokio::test]
+async fn a_projection_writes_its_output_and_position_together_and_resumes_exactly() {
+    let Some((store, ())) = common::store().await else {
+        return;
+    };
+    let ks = common::keyspace();
+    let (session, view) = view_table(ks).await;
     let rows = |id: Uuid| {
         let (session, view) = (&session, &view);
         async move {
@@ -509,19 +514,8 @@ async fn a_long_backlog_is_projected_in_batches_under_the_size_limit() {
     let Some((store, ())) = common::store().await else {
         return;
     };
-    let address = common::address().unwrap();
     let ks = common::keyspace();
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(&address)
-        .build()
-        .await
-        .unwrap();
-    let view = format!("view_{}", Uuid::new_v4().simple());
-    session
-        .query_unpaged(format!("CREATE TABLE {ks}.{view} (sequence_id uuid, position bigint, run int, PRIMARY KEY ((sequence_id), position))"), &[])
-        .await
-        .unwrap();
-    session.await_schema_agreement().await.unwrap();
+    let (session, view) = view_table(ks).await;
     let id = Uuid::new_v4();
     for chunk in (1..=3000u64).collect::<Vec<_>>().chunks(100) {
         store
