@@ -527,7 +527,8 @@ impl<E> AfterCommit<E> for RunnerWaker {
     }
 }
 
-/// A started [`Runner`].
+/// A started [`Runner`]. Dropping it stops the followers as [`stop`](Self::stop) does
+/// (after their pages, releasing their leases), without waiting for them.
 #[derive(Debug)]
 pub struct RunnerHandle {
     stop: watch::Sender<bool>,
@@ -590,7 +591,8 @@ impl<S: ItemStore> FollowerTask<S> {
     async fn run(mut self) {
         let name = self.follower.name().to_owned();
         let mut from = None;
-        while !*self.stopped.borrow() {
+        // Stopped, or the handle dropped (then `changed` would return at once, forever).
+        while !*self.stopped.borrow() && self.stopped.has_changed().is_ok() {
             let mut standby = None;
             match self.follow(&mut from).await {
                 Ok(None) => {}
