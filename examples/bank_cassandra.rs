@@ -12,6 +12,10 @@ async fn main() -> anyhow::Result<()> {
     let address = std::env::var("EVENTSMITH_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
     let mut config = CassandraConfig::new([address.as_str()], "eventsmith_bank_example")?;
     config.connect_timeout = std::time::Duration::from_secs(3);
+    // A development node: one replica (production keyspaces want 3 or more).
+    config.replication = Some(eventsmith::scylla::Replication::Simple {
+        replication_factor: 1,
+    });
     match CassandraStore::create_schema(&config).await {
         Err(StoreError::Unreachable { .. }) => {
             println!(

@@ -51,7 +51,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn run(address: &str) -> serde_json::Value {
-    let config = CassandraConfig::new([address], "eventsmith_bench").unwrap();
+    let mut config = CassandraConfig::new([address], "eventsmith_bench").unwrap();
+    // The bench's own node: one replica.
+    config.replication = Some(eventsmith_scylla::Replication::Simple {
+        replication_factor: 1,
+    });
     CassandraStore::create_schema(&config).await.unwrap();
     let store = CassandraStore::connect(config).await.unwrap();
     let mapper = std::sync::Arc::new(

@@ -32,7 +32,13 @@ async fn copying_100000_events_sqlite_to_cassandra_to_sqlite_keeps_every_item() 
     let (first, last) = (dir.path().join("first.db"), dir.path().join("last.db"));
     fill(&first, 1000, 100, &json_payloads()).await;
     let keyspace = format!("cli_copy_{}", std::process::id());
-    let middle = format!("cassandra://{address}/{keyspace}");
+    // A new keyspace is created only with a replication someone chose.
+    let unchosen = format!("cassandra://{address}/{keyspace}");
+    let out = eventsmith(&["copy", &url(&first), &unchosen]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no replication is configured"), "{stderr}");
+    let middle = format!("cassandra://{address}/{keyspace}?replication_factor=1");
     let out = eventsmith(&["copy", &url(&first), &middle]);
     assert!(
         out.status.success(),

@@ -235,7 +235,7 @@ async fn copying_sqlite_to_postgres_to_cassandra_to_sqlite_keeps_every_item() {
     let (first, last) = (dir.path().join("first.db"), dir.path().join("last.db"));
     fill(&first, 100, 20, &Payloads::new(CodecId::Json)).await;
     let keyspace = format!("cli_pg_chain_{}", std::process::id());
-    let middle = format!("cassandra://{cassandra}/{keyspace}");
+    let middle = format!("cassandra://{cassandra}/{keyspace}?replication_factor=1");
     for (from, to) in [
         (url(&first), schema.url()),
         (schema.url(), middle.clone()),

@@ -145,8 +145,12 @@ pub struct CassandraConfig {
     pub consistency: Consistency,
     /// Consistency of the Paxos phase.
     pub serial_consistency: SerialConsistency,
-    /// Replication of the keyspace when it is created.
-    pub replication: Replication,
+    /// Replication of the keyspace, for [`CassandraStore::create_schema`] to create it with.
+    /// `None` (the default) creates no keyspace: `create_schema` then needs the keyspace to
+    /// exist, and refuses with [`StoreError::Config`] otherwise, so that no keyspace is ever
+    /// created with a replication nobody chose (a single replica loses data with its node).
+    /// A development node takes `Some(Replication::Simple { replication_factor: 1 })`.
+    pub replication: Option<Replication>,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
     /// How many times an append with an unknown outcome is resolved before giving up.
@@ -203,9 +207,7 @@ impl CassandraConfig {
             keyspace: keyspace.to_owned(),
             consistency: Consistency::default(),
             serial_consistency: SerialConsistency::default(),
-            replication: Replication::Simple {
-                replication_factor: 1,
-            },
+            replication: None,
             connect_timeout: Duration::from_secs(10),
             resolve_attempts: 3,
             address_map: HashMap::new(),
@@ -323,7 +325,7 @@ impl std::str::FromStr for CassandraConfig {
     ///         .parse()
     ///         .unwrap();
     /// assert_eq!(config.nodes(), ["10.0.0.1:9042", "10.0.0.2:9042"]);
-    /// assert_eq!(config.replication, Replication::Simple { replication_factor: 3 });
+    /// assert_eq!(config.replication, Some(Replication::Simple { replication_factor: 3 }));
     /// assert_eq!(config.consistency, Consistency::Quorum);
     /// ```
     fn from_str(url: &str) -> Result<Self, StoreError> {
@@ -389,7 +391,7 @@ impl std::str::FromStr for CassandraConfig {
                                 "replication_factor={value:?} is not a positive number"
                             ))
                         })?;
-                    config.replication = Replication::Simple { replication_factor };
+                    config.replication = Some(Replication::Simple { replication_factor });
                     replication_given = true;
                 }
                 "replication" => {
@@ -405,7 +407,7 @@ impl std::str::FromStr for CassandraConfig {
                             ))
                         })?);
                     }
-                    config.replication = Replication::NetworkTopology(dcs);
+                    config.replication = Some(Replication::NetworkTopology(dcs));
                     replication_given = true;
                 }
                 "consistency" => config.consistency = value.parse()?,
@@ -690,20 +692,47 @@ impl CassandraStore {
     pub async fn create_schema(config: &CassandraConfig) -> Result<(), StoreError> {
         let session = open_session(config).await?;
         let ks = &config.keyspace;
-        let replication = match &config.replication {
-            Replication::Simple { replication_factor } => {
-                format!("{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}")
+        let keyspace = match &config.replication {
+            Some(replication) => {
+                let replication = match replication {
+                    Replication::Simple { replication_factor } => format!(
+                        "{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
+                    ),
+                    Replication::NetworkTopology(dcs) => {
+                        let dcs: Vec<String> = dcs
+                            .iter()
+                            .map(|(dc, n)| format!("'{}': {n}", dc.replace('\'', "''")))
+                            .collect();
+                        format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+                    }
+                };
+                Some(format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
+                ))
             }
-            Replication::NetworkTopology(dcs) => {
-                let dcs: Vec<String> = dcs
-                    .iter()
-                    .map(|(dc, n)| format!("'{}': {n}", dc.replace('\'', "''")))
-                    .collect();
-                format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+            None => {
+                let exists = session
+                    .query_unpaged(
+                        "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+                        (ks.as_str(),),
+                    )
+                    .await
+                    .map_err(backend)?
+                    .into_rows_result()
+                    .map_err(backend)?
+                    .rows_num()
+                    > 0;
+                if !exists {
+                    return Err(StoreError::Config {
+                        detail: format!(
+                            "keyspace {ks} does not exist, and no replication is configured to create it with: set CassandraConfig::replication (replication_factor=N or replication=DC:N in a cassandra:// URL; 3 or more in production, 1 only for a development node)"
+                        ),
+                    });
+                }
+                None
             }
         };
         let ddl = [
-            format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.integer_sequenced_items (sequence_id uuid, position bigint, topic text, state blob, commit_id uuid, PRIMARY KEY ((sequence_id), position)) WITH CLUSTERING ORDER BY (position ASC)"
             ),
@@ -717,7 +746,7 @@ impl CassandraStore {
                 "CREATE TABLE IF NOT EXISTS {ks}.tracking (projection text, sequence_id uuid, position bigint, PRIMARY KEY ((projection), sequence_id))"
             ),
         ];
-        for statement in ddl {
+        for statement in keyspace.into_iter().chain(ddl) {
             session
                 .query_unpaged(statement, &[])
                 .await
@@ -1518,9 +1547,9 @@ mod tests {
         assert_eq!(c.keyspace(), "es");
         assert_eq!(
             c.replication,
-            Replication::Simple {
+            Some(Replication::Simple {
                 replication_factor: 3
-            }
+            })
         );
         assert_eq!(c.consistency, Consistency::LocalQuorum);
         assert_eq!(c.serial_consistency, SerialConsistency::LocalSerial);
@@ -1535,7 +1564,10 @@ mod tests {
                 .unwrap();
         assert_eq!(
             c.replication,
-            Replication::NetworkTopology(vec![("dc1".into(), 3), ("dc2".into(), 2)])
+            Some(Replication::NetworkTopology(vec![
+                ("dc1".into(), 3),
+                ("dc2".into(), 2)
+            ]))
         );
         assert_eq!(c.request_timeout, None);
         // Without parameters: the defaults of `new`.
@@ -1556,7 +1588,7 @@ mod tests {
         assert_eq!(c.keyspace(), "events");
         assert_eq!(
             c.replication,
-            Replication::NetworkTopology(vec![("dc 1".into(), 3)])
+            Some(Replication::NetworkTopology(vec![("dc 1".into(), 3)]))
         );
         assert_eq!(c.consistency, Consistency::Quorum);
         let c: CassandraConfig = "cassandra://nœud:9042/ks".parse().unwrap();

@@ -551,7 +551,10 @@ async fn connect_checks_the_keyspace_schema_stamp() {
         return;
     };
     let ks = format!("{}_stamp", common::keyspace());
-    let config = CassandraConfig::new([address.as_str()], &ks).unwrap();
+    let mut config = CassandraConfig::new([address.as_str()], &ks).unwrap();
+    config.replication = Some(eventsmith_scylla::Replication::Simple {
+        replication_factor: 1,
+    });
     CassandraStore::create_schema(&config).await.unwrap();
     CassandraStore::connect(config.clone())
         .await

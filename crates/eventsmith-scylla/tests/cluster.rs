@@ -62,9 +62,9 @@ fn run_keyspace(prefix: &str) -> String {
 /// RF 3, QUORUM / SERIAL, the lever defaults unless `EVENTSMITH_CLUSTER_LEVERS` says otherwise.
 fn cluster_config(keyspace: &str) -> CassandraConfig {
     let mut config = CassandraConfig::new(contact_points(), keyspace).unwrap();
-    config.replication = Replication::Simple {
+    config.replication = Some(Replication::Simple {
         replication_factor: 3,
-    };
+    });
     config.consistency = Consistency::Quorum;
     config.serial_consistency = SerialConsistency::Serial;
     apply_levers(&mut config);

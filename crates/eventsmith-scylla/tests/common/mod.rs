@@ -42,7 +42,12 @@ pub(crate) fn keyspace() -> &'static str {
 
 /// The configuration of this run's keyspace on `address`.
 pub(crate) fn config(address: &str) -> CassandraConfig {
-    CassandraConfig::new([address], keyspace()).unwrap()
+    let mut config = CassandraConfig::new([address], keyspace()).unwrap();
+    // One node: one replica, chosen (a keyspace is never created with a default).
+    config.replication = Some(eventsmith_scylla::Replication::Simple {
+        replication_factor: 1,
+    });
+    config
 }
 
 /// A store on this run's keyspace, created once per run; `None` when no node is configured.
