@@ -491,7 +491,9 @@ impl<S: ItemStore> System<S> {
 /// clone; clones wake the same followers.
 #[derive(Clone, Debug, Default)]
 pub struct RunnerWaker {
-    notifies: Arc<Mutex<Vec<Arc<Notify>>>>,
+    /// Weak: a runner that has stopped (or was never started) drops its followers' notifies,
+    /// and a long-lived waker forgets them instead of keeping one per runner ever made.
+    notifies: Arc<Mutex<Vec<std::sync::Weak<Notify>>>>,
 }
 
 impl RunnerWaker {
@@ -504,19 +506,15 @@ impl RunnerWaker {
         self.notifies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(notify);
+            .push(Arc::downgrade(&notify));
     }
 
     /// Wakes every follower now (a follower busy with a page looks again right after it).
     pub fn wake(&self) {
-        for n in self
-            .notifies
+        self.notifies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            n.notify_one();
-        }
+            .retain(|n| n.upgrade().map(|n| n.notify_one()).is_some());
     }
 }
 
