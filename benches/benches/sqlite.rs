@@ -17,6 +17,11 @@
 //! - j: a follower projecting the whole log of d, decoded, into a table of the same file
 //!   (pages of 1,000, each one transaction with its tracking record); raw: d's raw read-all,
 //!   and beside it raw-projection, the same projection in plain rusqlite.
+//! - k (FULL only): what the tracing instrumentation costs: workload a with a subscriber
+//!   installed that enables INFO and above (the production case; every store span is DEBUG,
+//!   so it is off) against workload a with no subscriber (`raw`), in the same run; beside
+//!   them, `disabled-span`, the cost of one disabled store span, to scale by the spans of a
+//!   command (a load's select and an append's append: 2).
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -144,6 +149,50 @@ async fn commands(app: &Application<Account, SqliteStore>, iters: u64, tasks: u6
         let app = app.clone();
         async move {
             app.command(id, |_| Ok::<_, Infallible>([credit(round)]))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
+/// Enables INFO and above and records nothing: the cost of a production subscriber's filter
+/// to eventsmith's DEBUG spans, without the cost of formatting anything.
+struct InfoSubscriber;
+
+impl tracing::Subscriber for InfoSubscriber {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::INFO
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Workload a with `dispatch` as the default subscriber while each command runs (scoped to
+/// the command's future, since the commands run in spawned tasks).
+async fn commands_traced(
+    app: &Application<Account, SqliteStore>,
+    iters: u64,
+    dispatch: tracing::Dispatch,
+) -> Duration {
+    use tracing::instrument::WithSubscriber;
+    let app = app.clone();
+    let events = app.repository().event_store().clone();
+    timed_commands(&events, iters, 1, move |id, round| {
+        let (app, dispatch) = (app.clone(), dispatch.clone());
+        async move {
+            app.command(id, |_| Ok::<_, Infallible>([credit(round)]))
+                .into_future()
+                .with_subscriber(dispatch)
                 .await
                 .unwrap();
         }
@@ -309,6 +358,36 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, sync: Synchronous, label: &str)
         b.iter_custom(|iters| raw_single_inserts(&raw, &mapper, iters))
     });
     g.finish();
+
+    if label == "full" {
+        let mut g = c.benchmark_group("sqlite-full-k-tracing-a");
+        g.throughput(Throughput::Elements(1));
+        let info = tracing::Dispatch::new(InfoSubscriber);
+        g.bench_function("eventsmith", |b| {
+            b.iter_custom(|iters| rt.block_on(commands_traced(&app, iters, info.clone())))
+        });
+        g.bench_function("raw", |b| {
+            b.iter_custom(|iters| rt.block_on(commands(&app, iters, 1)))
+        });
+        // One store span as `#[tracing::instrument]` makes it, with no subscriber: what the
+        // instrumentation adds to a call when nobody listens.
+        g.bench_function("disabled-span", |b| {
+            b.iter(|| {
+                let span = tracing::debug_span!(
+                    "eventsmith.append",
+                    backend = "sqlite",
+                    items = std::hint::black_box(1usize),
+                    outcome = tracing::field::Empty
+                );
+                let _entered = span.enter();
+                std::hint::black_box(eventsmith_core::backend::outcome::<
+                    _,
+                    eventsmith_core::StoreError,
+                >(Ok(())))
+            })
+        });
+        g.finish();
+    }
 
     let mut g = c.benchmark_group(format!("sqlite-{label}-i-application"));
     g.throughput(Throughput::Elements(1));

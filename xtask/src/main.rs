@@ -282,7 +282,12 @@ fn collect(dir: &Path, since: std::time::SystemTime) -> anyhow::Result<Vec<Row>>
 /// The goal of a group, as the lowest acceptable ratio of measured to baseline rate.
 fn goal(group: &str) -> Option<(f64, &'static str)> {
     // Matched by suffix, first match wins: PostgreSQL's goals (issue 17) before SQLite's.
-    let goals: [(&str, f64, &str); 13] = [
+    let goals: [(&str, f64, &str); 14] = [
+        (
+            "k-tracing-a",
+            0.97,
+            "<= 3% slower with an INFO subscriber than with none",
+        ),
         (
             "postgres-b-commands-8-tasks",
             3.0,
@@ -549,6 +554,11 @@ schema and pragmas.
   the same selects without decoding.
 - **e-load-10000**: load one aggregate of 10,000 events; baseline: select + decode.
 - **f-commands-cipher**: workload a with AES-256-GCM and zstd on; baseline: workload a.
+- **k-tracing-a** (FULL only): workload a with a subscriber installed (scoped to each
+  command) that enables INFO and above, the production case: every store span is DEBUG and
+  so off; baseline: workload a with no subscriber, in the same run. Beside it,
+  `disabled-span`: one store span as `#[tracing::instrument]` makes it, with nobody
+  listening (a command makes 2: the load's select and the append).
 - **i-application**: workload a through the built `Application` (its command builder, retry
   policy and hooks, no snapshots); baseline (`plain`): the same load, decide and save written
   by hand on the bare `Repository`.

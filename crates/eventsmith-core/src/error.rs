@@ -170,6 +170,27 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind as a short snake_case name (`"conflict"`, `"busy"`, `"outcome_unknown"`, …):
+    /// the `outcome` field of the store's tracing spans, stable so that dashboards and
+    /// filters can match on it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::OutcomeUnknown => "outcome_unknown",
+            ErrorKind::StorageFull => "storage_full",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Config => "config",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Other => "other",
+        }
+    }
+
     /// Whether trying again may succeed without anything else changing: a conflict (after
     /// reloading), a busy or unavailable store, an unknown outcome (only where idempotent).
     pub fn is_retryable(self) -> bool {

@@ -98,6 +98,7 @@ mod metadata;
 mod repository;
 pub mod scenario;
 mod store;
+mod trace;
 
 pub use aggregate::{
     Aggregate, DomainEvent, Envelope, Event, EventTypeVisitor, EventTypes, Root, RootParts,
@@ -136,6 +137,7 @@ pub use store::{
 pub mod backend {
     pub use crate::idempotency::keyed_batch;
     pub use crate::store::{check_append, check_batch_unique, check_version};
+    pub use crate::trace::{HasKind, outcome, rows};
 }
 
 #[doc(hidden)]

@@ -104,7 +104,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
+use eventsmith_core::backend::{
+    check_append, check_batch_unique, check_version, keyed_batch, outcome, rows,
+};
 use eventsmith_core::{
     AppendError, Capabilities, Delivery, IdempotencyKey, IntegerSequencedItem, Inventory, ItemKind,
     ItemStore, KeyedAppend, Lease, LeaseClaim, MAX_VERSION, Notification, Position, PriorAppend,
@@ -447,17 +449,23 @@ impl ItemStore for PostgresStore {
     ///
     /// The batch is handed to the writer when the future is first polled; dropping the
     /// future after that does not withdraw it: it commits or fails as if awaited.
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "postgres", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = false, outcome = tracing::field::Empty))]
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
-        if items.is_empty() {
-            self.check_open()?;
-            return Ok(0..0);
-        }
-        check_append(&items)?;
-        let rx = self.submit(items, None, None)?;
-        match rx.await.map_err(|_| StoreError::Closed)?? {
-            KeyedAppend::Appended(range) => Ok(range),
-            KeyedAppend::AlreadyApplied(_) => unreachable!("an append without a key"),
-        }
+        outcome(
+            async {
+                if items.is_empty() {
+                    self.check_open()?;
+                    return Ok(0..0);
+                }
+                check_append(&items)?;
+                let rx = self.submit(items, None, None)?;
+                match rx.await.map_err(|_| StoreError::Closed)?? {
+                    KeyedAppend::Appended(range) => Ok(range),
+                    KeyedAppend::AlreadyApplied(_) => unreachable!("an append without a key"),
+                }
+            }
+            .await,
+        )
     }
 
     /// Appends a batch of one sequence with its idempotency key in the same transaction,
@@ -467,18 +475,24 @@ impl ItemStore for PostgresStore {
     ///
     /// As for [`append`](ItemStore::append): once handed to the writer, the append and its
     /// key commit (or not) whether or not the future is awaited; `find_key` tells which.
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "postgres", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = true, outcome = tracing::field::Empty))]
     async fn append_with_key(
         &self,
         items: Vec<IntegerSequencedItem>,
         key: &IdempotencyKey,
     ) -> Result<KeyedAppend, AppendError> {
-        let Some(prior) = keyed_batch(&items)? else {
-            self.check_open()?;
-            return Ok(KeyedAppend::Appended(0..0));
-        };
-        check_append(&items)?;
-        let rx = self.submit(items, Some((key.clone(), prior)), None)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        outcome(
+            async {
+                let Some(prior) = keyed_batch(&items)? else {
+                    self.check_open()?;
+                    return Ok(KeyedAppend::Appended(0..0));
+                };
+                check_append(&items)?;
+                let rx = self.submit(items, Some((key.clone(), prior)), None)?;
+                rx.await.map_err(|_| StoreError::Closed)?
+            }
+            .await,
+        )
     }
 
     /// Followers' output and positions commit together: [`Delivery::Transactional`].
@@ -491,14 +505,20 @@ impl ItemStore for PostgresStore {
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.tracking", level = "debug", skip_all, fields(backend = "postgres", follower = %follower, outcome = tracing::field::Empty))]
     async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
-        let rows = self.query(writer::TRACKING_POSITION, &[&follower]).await?;
-        let Some(row) = rows.first() else {
-            return Ok(0);
-        };
-        let at = || format!("the tracking record of follower {follower:?}");
-        let position: i64 = column(row, 0, self.address(), &at)?;
-        read_version(position, self.address(), &at())
+        outcome(
+            async {
+                let rows = self.query(writer::TRACKING_POSITION, &[&follower]).await?;
+                let Some(row) = rows.first() else {
+                    return Ok(0);
+                };
+                let at = || format!("the tracking record of follower {follower:?}");
+                let position: i64 = column(row, 0, self.address(), &at)?;
+                read_version(position, self.address(), &at())
+            }
+            .await,
+        )
     }
 
     /// One statement on a pooled connection, timed by the server's clock (so runners in
@@ -508,7 +528,9 @@ impl ItemStore for PostgresStore {
     /// # Cancellation
     ///
     /// A dropped future may still have taken the lease; it expires after its time to live.
+    #[tracing::instrument(name = "eventsmith.lease.claim", level = "debug", skip_all, fields(backend = "postgres", follower = %lease.follower, owner = %lease.owner, outcome = tracing::field::Empty))]
     async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
+        outcome(async {
         let ttl = i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX);
         let taken = self
             .query(
@@ -544,18 +566,25 @@ impl ItemStore for PostgresStore {
                 ),
             },
         })
+        }.await)
     }
 
     /// # Cancellation
     ///
     /// A dropped future may still have released the lease.
+    #[tracing::instrument(name = "eventsmith.lease.release", level = "debug", skip_all, fields(backend = "postgres", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
     async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
-        self.query(
-            "DELETE FROM leases WHERE follower = $1 AND owner = $2",
-            &[&follower, &owner],
+        outcome(
+            async {
+                self.query(
+                    "DELETE FROM leases WHERE follower = $1 AND owner = $2",
+                    &[&follower, &owner],
+                )
+                .await?;
+                Ok(())
+            }
+            .await,
         )
-        .await?;
-        Ok(())
     }
 
     /// Appends `items` and moves the follower's tracking record in one transaction, through
@@ -569,19 +598,22 @@ impl ItemStore for PostgresStore {
     /// As for [`append`](ItemStore::append): once handed to the writer, the items and the
     /// move commit (or not) whether or not the future is awaited;
     /// [`tracking_position`](ItemStore::tracking_position) tells which.
+    #[tracing::instrument(name = "eventsmith.append_tracked", level = "debug", skip_all, fields(backend = "postgres", items = items.len(), follower = %tracking.follower, from = tracking.from, to = tracking.to, outcome = tracing::field::Empty))]
     async fn append_tracked(
         &self,
         items: Vec<IntegerSequencedItem>,
         tracking: Tracking,
     ) -> Result<Range<u64>, AppendError> {
-        check_append(&items)?;
-        // Positions are notification ids, bigints in the table: a larger one cannot be
-        // recorded (nor be recorded already), so it is refused before anything is sent.
-        if let Some(bad) = [tracking.from, tracking.to]
-            .into_iter()
-            .find(|p| *p > MAX_VERSION)
-        {
-            return Err(StoreError::InvalidItem {
+        outcome(
+            async {
+                check_append(&items)?;
+                // Positions are notification ids, bigints in the table: a larger one cannot be
+                // recorded (nor be recorded already), so it is refused before anything is sent.
+                if let Some(bad) = [tracking.from, tracking.to]
+                    .into_iter()
+                    .find(|p| *p > MAX_VERSION)
+                {
+                    return Err(StoreError::InvalidItem {
                 sequence_id: Uuid::nil(),
                 position: Position::Version(bad),
                 reason: format!(
@@ -590,115 +622,143 @@ impl ItemStore for PostgresStore {
                 ),
             }
             .into());
-        }
-        let rx = self.submit(items, None, Some(tracking))?;
-        match rx.await.map_err(|_| StoreError::Closed)?? {
-            KeyedAppend::Appended(range) => Ok(range),
-            KeyedAppend::AlreadyApplied(_) => unreachable!("a tracked append has no key"),
-        }
+                }
+                let rx = self.submit(items, None, Some(tracking))?;
+                match rx.await.map_err(|_| StoreError::Closed)?? {
+                    KeyedAppend::Appended(range) => Ok(range),
+                    KeyedAppend::AlreadyApplied(_) => unreachable!("a tracked append has no key"),
+                }
+            }
+            .await,
+        )
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.find_key", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, outcome = tracing::field::Empty))]
     async fn find_key(
         &self,
         sequence_id: Uuid,
         key: &IdempotencyKey,
     ) -> Result<Option<PriorAppend>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT first_position, last_position FROM idempotency_keys \
+        outcome(
+            async {
+                let rows = self
+                    .query(
+                        "SELECT first_position, last_position FROM idempotency_keys \
                  WHERE sequence_id = $1 AND key = $2",
-                &[&sequence_id, &key.as_str()],
-            )
-            .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let at = || format!("idempotency key {key} of sequence {sequence_id}");
-        let first: i64 = column(row, 0, self.address(), &at)?;
-        let last: i64 = column(row, 1, self.address(), &at)?;
-        Ok(Some(PriorAppend {
-            sequence_id,
-            versions: read_version(first, self.address(), &at())?
-                ..=read_version(last, self.address(), &at())?,
-        }))
+                        &[&sequence_id, &key.as_str()],
+                    )
+                    .await?;
+                let Some(row) = rows.first() else {
+                    return Ok(None);
+                };
+                let at = || format!("idempotency key {key} of sequence {sequence_id}");
+                let first: i64 = column(row, 0, self.address(), &at)?;
+                let last: i64 = column(row, 1, self.address(), &at)?;
+                Ok(Some(PriorAppend {
+                    sequence_id,
+                    versions: read_version(first, self.address(), &at())?
+                        ..=read_version(last, self.address(), &at())?,
+                }))
+            }
+            .await,
+        )
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.select", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select(
         &self,
         sequence_id: Uuid,
         query: &Select<Version>,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        self.select_table(
-            "integer_items",
-            sequence_id,
-            query,
-            version_to_sql,
-            read_integer,
+        rows(
+            async {
+                self.select_table(
+                    "integer_items",
+                    sequence_id,
+                    query,
+                    version_to_sql,
+                    read_integer,
+                )
+                .await
+            }
+            .await,
         )
-        .await
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "postgres", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         after: u64,
         limit: usize,
         topics: &[&str],
     ) -> Result<Vec<Notification>, StoreError> {
-        if limit == 0 {
-            self.check_open()?;
-            return Ok(Vec::new());
-        }
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = if topics.is_empty() {
-            self.query(
+        rows(
+            async {
+                if limit == 0 {
+                    self.check_open()?;
+                    return Ok(Vec::new());
+                }
+                let after = i64::try_from(after).unwrap_or(i64::MAX);
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let rows = if topics.is_empty() {
+                    self.query(
                 "SELECT sequence_id, position, topic, payload, notification_id FROM integer_items \
                  WHERE notification_id > $1 ORDER BY notification_id LIMIT $2",
                 &[&after, &limit],
             )
             .await?
-        } else {
-            self.query(
+                } else {
+                    self.query(
                 "SELECT sequence_id, position, topic, payload, notification_id FROM integer_items \
                  WHERE notification_id > $1 AND topic = ANY($3) ORDER BY notification_id LIMIT $2",
                 &[&after, &limit, &topics],
             )
             .await?
-        };
-        rows.iter()
-            .map(|row| {
-                let item = read_integer(row, self.address())?;
-                let at = || format!("sequence {} position {}", item.sequence_id, item.position);
-                let id: i64 = column(row, 4, self.address(), &at)?;
-                Ok(Notification {
-                    id: read_version(id, self.address(), &at())?,
-                    item,
-                })
-            })
-            .collect()
+                };
+                rows.iter()
+                    .map(|row| {
+                        let item = read_integer(row, self.address())?;
+                        let at =
+                            || format!("sequence {} position {}", item.sequence_id, item.position);
+                        let id: i64 = column(row, 4, self.address(), &at)?;
+                        Ok(Notification {
+                            id: read_version(id, self.address(), &at())?,
+                            item,
+                        })
+                    })
+                    .collect()
+            }
+            .await,
+        )
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.max_notification_id", level = "debug", skip_all, fields(backend = "postgres", outcome = tracing::field::Empty))]
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
-        let rows = self
-            .query(
-                "SELECT coalesce(max(notification_id), 0) FROM integer_items",
-                &[],
-            )
-            .await?;
-        let id: i64 = column(&rows[0], 0, self.address(), &|| "the log".to_owned())?;
-        read_version(id, self.address(), "the notification log")
+        outcome(
+            async {
+                let rows = self
+                    .query(
+                        "SELECT coalesce(max(notification_id), 0) FROM integer_items",
+                        &[],
+                    )
+                    .await?;
+                let id: i64 = column(&rows[0], 0, self.address(), &|| "the log".to_owned())?;
+                read_version(id, self.address(), "the notification log")
+            }
+            .await,
+        )
     }
 
     /// Appends timestamped items in one statement on a pooled connection; they take no
@@ -708,58 +768,70 @@ impl ItemStore for PostgresStore {
     ///
     /// Once the statement is sent, it commits or fails on the server whether or not the
     /// future is awaited.
+    #[tracing::instrument(name = "eventsmith.append_timestamped", level = "debug", skip_all, fields(backend = "postgres", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), outcome = tracing::field::Empty))]
     async fn append_timestamped(
         &self,
         items: Vec<TimestampSequencedItem>,
     ) -> Result<(), AppendError> {
-        if items.is_empty() {
-            self.check_open()?;
-            return Ok(());
-        }
-        check_batch_unique(&items)?;
-        let (ids, positions, topics, payloads) = columns(&items, |p| p.unix_nanos());
-        let result = self
-            .query(
-                "INSERT INTO timestamp_items (sequence_id, position, topic, payload) \
+        outcome(
+            async {
+                if items.is_empty() {
+                    self.check_open()?;
+                    return Ok(());
+                }
+                check_batch_unique(&items)?;
+                let (ids, positions, topics, payloads) = columns(&items, |p| p.unix_nanos());
+                let result = self
+                    .query(
+                        "INSERT INTO timestamp_items (sequence_id, position, topic, payload) \
                  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[])",
-                &[&ids, &positions, &topics, &payloads],
-            )
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(StoreError::Backend { source })
-                if source
-                    .downcast_ref::<tokio_postgres::Error>()
-                    .is_some_and(is_unique_violation) =>
-            {
-                match self.timestamped_conflict(&items).await? {
-                    Some((sequence_id, position)) => Err(AppendError::Conflict {
-                        sequence_id,
-                        position: Position::Timestamp(position),
-                    }),
-                    None => Err(AppendError::Store(StoreError::Busy { source })),
+                        &[&ids, &positions, &topics, &payloads],
+                    )
+                    .await;
+                match result {
+                    Ok(_) => Ok(()),
+                    Err(StoreError::Backend { source })
+                        if source
+                            .downcast_ref::<tokio_postgres::Error>()
+                            .is_some_and(is_unique_violation) =>
+                    {
+                        match self.timestamped_conflict(&items).await? {
+                            Some((sequence_id, position)) => Err(AppendError::Conflict {
+                                sequence_id,
+                                position: Position::Timestamp(position),
+                            }),
+                            None => Err(AppendError::Store(StoreError::Busy { source })),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
                 }
             }
-            Err(e) => Err(e.into()),
-        }
+            .await,
+        )
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.select_timestamped", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_timestamped(
         &self,
         sequence_id: Uuid,
         query: &Select<Timestamp>,
     ) -> Result<Vec<TimestampSequencedItem>, StoreError> {
-        self.select_table(
-            "timestamp_items",
-            sequence_id,
-            query,
-            Timestamp::unix_nanos,
-            read_timestamped,
+        rows(
+            async {
+                self.select_table(
+                    "timestamp_items",
+                    sequence_id,
+                    query,
+                    Timestamp::unix_nanos,
+                    read_timestamped,
+                )
+                .await
+            }
+            .await,
         )
-        .await
     }
 }
 
@@ -770,7 +842,9 @@ impl SnapshotStore for PostgresStore {
     ///
     /// Once the statement is sent, it commits on the server whether or not the future is
     /// awaited.
+    #[tracing::instrument(name = "eventsmith.snapshot.write", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %snapshot.sequence_id, position = snapshot.position, outcome = tracing::field::Empty))]
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
+        outcome(async {
         check_version(&snapshot)?;
         let position = snapshot.position as i64;
         self.query(
@@ -780,31 +854,38 @@ impl SnapshotStore for PostgresStore {
         )
         .await
         .map(|_| ())
+        }.await)
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,
         lte: Option<Version>,
     ) -> Result<Option<IntegerSequencedItem>, StoreError> {
-        let query = Select {
-            lte,
-            limit: Some(1),
-            ..Select::all().descending()
-        };
-        let mut rows = self
-            .select_table(
-                "snapshots",
-                sequence_id,
-                &query,
-                version_to_sql,
-                read_integer,
-            )
-            .await?;
-        Ok(rows.pop())
+        outcome(
+            async {
+                let query = Select {
+                    lte,
+                    limit: Some(1),
+                    ..Select::all().descending()
+                };
+                let mut rows = self
+                    .select_table(
+                        "snapshots",
+                        sequence_id,
+                        &query,
+                        version_to_sql,
+                        read_integer,
+                    )
+                    .await?;
+                Ok(rows.pop())
+            }
+            .await,
+        )
     }
 }
 
@@ -812,7 +893,9 @@ impl Inventory for PostgresStore {
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.inventory.sequences", level = "debug", skip_all, fields(backend = "postgres", kind = ?kind, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        rows(async {
         let sql = match kind {
             ItemKind::Integer => {
                 "SELECT sequence_id, max(position) FROM integer_items GROUP BY sequence_id"
@@ -832,23 +915,30 @@ impl Inventory for PostgresStore {
                 Ok((id, max))
             })
             .collect()
+        }.await)
     }
 
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
+    #[tracing::instrument(name = "eventsmith.inventory.snapshots", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_snapshots(
         &self,
         sequence_id: Uuid,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        self.select_table(
-            "snapshots",
-            sequence_id,
-            &Select::all(),
-            version_to_sql,
-            read_integer,
+        rows(
+            async {
+                self.select_table(
+                    "snapshots",
+                    sequence_id,
+                    &Select::all(),
+                    version_to_sql,
+                    read_integer,
+                )
+                .await
+            }
+            .await,
         )
-        .await
     }
 }
 

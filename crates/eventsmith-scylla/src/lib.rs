@@ -84,7 +84,9 @@ pub use projection::{CqlParam, CqlWrite};
 /// [`CassandraStore::connect`]: 1 was before idempotency keys, 2 has them.
 pub const SCHEMA_VERSION: i32 = 2;
 
-use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
+use eventsmith_core::backend::{
+    check_append, check_batch_unique, check_version, keyed_batch, outcome, rows,
+};
 use eventsmith_core::{
     AppendError, BoxError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore,
     Notification, Position, Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp,
@@ -1006,6 +1008,7 @@ impl CassandraStore {
                 .iter()
                 .any(|(p, c)| *c == Some(commit_id) && positions.contains(p))
             {
+                tracing::info!(%commit_id, resolution = "applied", "the resent LWT found this append's own first try: applied");
                 self.inner
                     .counters
                     .count(&self.inner.counters.resolved_applied);
@@ -1028,35 +1031,48 @@ impl CassandraStore {
                 Ok(Applied::Yes) => return Ok(None),
                 Ok(Applied::No { existing }) => return not_applied(existing).await,
                 Err(Failure::Definite(e)) => return Err(e.into()),
-                Err(Failure::Unknown(e)) => match self
-                    .resolve(table, sequence_id, &positions, commit_id)
-                    .await
-                {
-                    Ok(Resolution::Ours) => {
-                        self.inner
-                            .counters
-                            .count(&self.inner.counters.resolved_applied);
-                        return Ok(None);
+                Err(Failure::Unknown(e)) => {
+                    // WARN once: rare, and an operator wants to know the cluster lost an
+                    // answer; the retries of one resolution are DEBUG.
+                    if attempt == 0 {
+                        tracing::warn!(%commit_id, %sequence_id, error = %e, "append outcome unknown; resolving it with a SERIAL read");
+                    } else {
+                        tracing::debug!(%commit_id, attempt, error = %e, "resolving the unknown outcome again");
                     }
-                    Ok(Resolution::Theirs(p)) => {
-                        self.inner
-                            .counters
-                            .count(&self.inner.counters.resolved_conflict);
-                        return refused(p).await;
+                    let resolved = self
+                        .resolve(table, sequence_id, &positions, commit_id)
+                        .await;
+                    match resolved {
+                        Ok(Resolution::Ours) => {
+                            tracing::info!(%commit_id, resolution = "applied", "unknown outcome resolved: the append was applied");
+                            self.inner
+                                .counters
+                                .count(&self.inner.counters.resolved_applied);
+                            return Ok(None);
+                        }
+                        Ok(Resolution::Theirs(p)) => {
+                            tracing::info!(%commit_id, resolution = "conflict", position = p, "unknown outcome resolved: another writer holds the position");
+                            self.inner
+                                .counters
+                                .count(&self.inner.counters.resolved_conflict);
+                            return refused(p).await;
+                        }
+                        // Not applied, and nothing in the way: send the identical batch again.
+                        Ok(Resolution::Absent) => {
+                            tracing::info!(%commit_id, resolution = "absent", "unknown outcome resolved: not applied; resending the LWT");
+                            self.inner
+                                .counters
+                                .count(&self.inner.counters.resolved_absent);
+                            sent = self.send_lwt(table, &values, key).await
+                        }
+                        Err(resolve_error) => {
+                            tracing::debug!(%commit_id, error = %resolve_error, "cannot resolve the unknown outcome yet");
+                            sent = Err(Failure::Unknown(
+                                format!("{e}; resolving it: {resolve_error}").into(),
+                            ))
+                        }
                     }
-                    // Not applied, and nothing in the way: send the identical batch again.
-                    Ok(Resolution::Absent) => {
-                        self.inner
-                            .counters
-                            .count(&self.inner.counters.resolved_absent);
-                        sent = self.send_lwt(table, &values, key).await
-                    }
-                    Err(resolve_error) => {
-                        sent = Err(Failure::Unknown(
-                            format!("{e}; resolving it: {resolve_error}").into(),
-                        ))
-                    }
-                },
+                }
             }
         }
         match sent {
@@ -1064,6 +1080,7 @@ impl CassandraStore {
             Ok(Applied::No { existing }) => not_applied(existing).await,
             Err(Failure::Definite(e)) => Err(e.into()),
             Err(Failure::Unknown(source)) => {
+                tracing::error!(%commit_id, %sequence_id, error = %source, "append outcome still unknown after every resolution attempt");
                 self.inner
                     .counters
                     .count(&self.inner.counters.returned_unknown);
@@ -1323,214 +1340,281 @@ impl ItemStore for CassandraStore {
         }
     }
 
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "cassandra", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = false, outcome = tracing::field::Empty))]
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
-        check_append(&items)?;
-        let rows = items
-            .into_iter()
-            .map(|i| (i.sequence_id, i.position as i64, i.topic, i.payload))
-            .collect();
-        self.append_rows(Table::Integer, rows, None).await?;
-        Ok(0..0)
+        outcome(
+            async {
+                check_append(&items)?;
+                let rows = items
+                    .into_iter()
+                    .map(|i| (i.sequence_id, i.position as i64, i.topic, i.payload))
+                    .collect();
+                self.append_rows(Table::Integer, rows, None).await?;
+                Ok(0..0)
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "cassandra", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = true, outcome = tracing::field::Empty))]
     async fn append_with_key(
         &self,
         items: Vec<IntegerSequencedItem>,
         key: &IdempotencyKey,
     ) -> Result<KeyedAppend, AppendError> {
-        let Some(prior) = keyed_batch(&items)? else {
-            return Ok(KeyedAppend::Appended(0..0));
-        };
-        check_append(&items)?;
-        let rows = items
-            .into_iter()
-            .map(|i| (i.sequence_id, i.position as i64, i.topic, i.payload))
-            .collect();
-        Ok(
-            match self
-                .append_rows(Table::Integer, rows, Some((key, &prior)))
-                .await?
-            {
-                None => KeyedAppend::Appended(0..0),
-                Some(prior) => KeyedAppend::AlreadyApplied(prior),
-            },
+        outcome(
+            async {
+                let Some(prior) = keyed_batch(&items)? else {
+                    return Ok(KeyedAppend::Appended(0..0));
+                };
+                check_append(&items)?;
+                let rows = items
+                    .into_iter()
+                    .map(|i| (i.sequence_id, i.position as i64, i.topic, i.payload))
+                    .collect();
+                Ok(
+                    match self
+                        .append_rows(Table::Integer, rows, Some((key, &prior)))
+                        .await?
+                    {
+                        None => KeyedAppend::Appended(0..0),
+                        Some(prior) => KeyedAppend::AlreadyApplied(prior),
+                    },
+                )
+            }
+            .await,
         )
     }
 
+    #[tracing::instrument(name = "eventsmith.find_key", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, outcome = tracing::field::Empty))]
     async fn find_key(
         &self,
         sequence_id: Uuid,
         key: &IdempotencyKey,
     ) -> Result<Option<PriorAppend>, StoreError> {
-        CassandraStore::find_key(self, sequence_id, key).await
+        outcome(async { CassandraStore::find_key(self, sequence_id, key).await }.await)
     }
 
+    #[tracing::instrument(name = "eventsmith.select", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select(
         &self,
         sequence_id: Uuid,
         query: &Select<Version>,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        let rows = self
-            .select_rows(
-                Table::Integer.name(),
-                sequence_id,
-                &to_sql_select(query, version_to_sql),
-            )
-            .await?;
-        integer_items(sequence_id, rows)
+        rows(
+            async {
+                let rows = self
+                    .select_rows(
+                        Table::Integer.name(),
+                        sequence_id,
+                        &to_sql_select(query, version_to_sql),
+                    )
+                    .await?;
+                integer_items(sequence_id, rows)
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "cassandra", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         _after: u64,
         _limit: usize,
         _topics: &[&str],
     ) -> Result<Vec<Notification>, StoreError> {
-        Err(StoreError::Unsupported {
-            capability: "the notification log",
-            reason: NO_LOG,
-        })
+        rows(
+            async {
+                Err(StoreError::Unsupported {
+                    capability: "the notification log",
+                    reason: NO_LOG,
+                })
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.max_notification_id", level = "debug", skip_all, fields(backend = "cassandra", outcome = tracing::field::Empty))]
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
-        Err(StoreError::Unsupported {
-            capability: "the notification log",
-            reason: NO_LOG,
-        })
+        outcome(
+            async {
+                Err(StoreError::Unsupported {
+                    capability: "the notification log",
+                    reason: NO_LOG,
+                })
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.append_timestamped", level = "debug", skip_all, fields(backend = "cassandra", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), outcome = tracing::field::Empty))]
     async fn append_timestamped(
         &self,
         items: Vec<TimestampSequencedItem>,
     ) -> Result<(), AppendError> {
-        check_batch_unique(&items)?;
-        let rows = items
-            .into_iter()
-            .map(|i| (i.sequence_id, i.position.unix_nanos(), i.topic, i.payload))
-            .collect();
-        self.append_rows(Table::Timestamp, rows, None)
-            .await
-            .map(|_| ())
+        outcome(
+            async {
+                check_batch_unique(&items)?;
+                let rows = items
+                    .into_iter()
+                    .map(|i| (i.sequence_id, i.position.unix_nanos(), i.topic, i.payload))
+                    .collect();
+                self.append_rows(Table::Timestamp, rows, None)
+                    .await
+                    .map(|_| ())
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.select_timestamped", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_timestamped(
         &self,
         sequence_id: Uuid,
         query: &Select<Timestamp>,
     ) -> Result<Vec<TimestampSequencedItem>, StoreError> {
-        let rows = self
-            .select_rows(
-                Table::Timestamp.name(),
-                sequence_id,
-                &to_sql_select(query, Timestamp::unix_nanos),
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(p, topic, payload)| SequencedItem {
-                sequence_id,
-                position: Timestamp::from_unix_nanos(p),
-                topic,
-                payload,
-            })
-            .collect())
+        rows(
+            async {
+                let rows = self
+                    .select_rows(
+                        Table::Timestamp.name(),
+                        sequence_id,
+                        &to_sql_select(query, Timestamp::unix_nanos),
+                    )
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(p, topic, payload)| SequencedItem {
+                        sequence_id,
+                        position: Timestamp::from_unix_nanos(p),
+                        topic,
+                        payload,
+                    })
+                    .collect())
+            }
+            .await,
+        )
     }
 }
 
 const NO_LOG: &str = "Cassandra cannot write an item and a global log entry atomically; a strict LWT-sequenced log would cost two or more Paxos rounds per append on one hot partition (see ARCHITECTURE.md)";
 
 impl SnapshotStore for CassandraStore {
+    #[tracing::instrument(name = "eventsmith.snapshot.write", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %snapshot.sequence_id, position = snapshot.position, outcome = tracing::field::Empty))]
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
-        check_version(&snapshot)?;
-        let position = snapshot.position as i64;
-        self.inner
-            .session
-            .execute_unpaged(
-                &self.inner.insert_snapshot,
-                (
-                    snapshot.sequence_id,
-                    position,
-                    snapshot.topic,
-                    snapshot.payload,
-                ),
-            )
-            .await
-            .map_err(read_error)?;
-        Ok(())
+        outcome(
+            async {
+                check_version(&snapshot)?;
+                let position = snapshot.position as i64;
+                self.inner
+                    .session
+                    .execute_unpaged(
+                        &self.inner.insert_snapshot,
+                        (
+                            snapshot.sequence_id,
+                            position,
+                            snapshot.topic,
+                            snapshot.payload,
+                        ),
+                    )
+                    .await
+                    .map_err(read_error)?;
+                Ok(())
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,
         lte: Option<Version>,
     ) -> Result<Option<IntegerSequencedItem>, StoreError> {
-        let query = Select {
-            lte: lte.map(version_to_sql),
-            limit: Some(1),
-            ..Select::all().descending()
-        };
-        let rows = self.select_rows(SNAPSHOTS, sequence_id, &query).await?;
-        Ok(integer_items(sequence_id, rows)?.pop())
+        outcome(
+            async {
+                let query = Select {
+                    lte: lte.map(version_to_sql),
+                    limit: Some(1),
+                    ..Select::all().descending()
+                };
+                let rows = self.select_rows(SNAPSHOTS, sequence_id, &query).await?;
+                Ok(integer_items(sequence_id, rows)?.pop())
+            }
+            .await,
+        )
     }
 }
 
 impl Inventory for CassandraStore {
+    #[tracing::instrument(name = "eventsmith.inventory.sequences", level = "debug", skip_all, fields(backend = "cassandra", kind = ?kind, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
-        let table = match kind {
-            ItemKind::Integer => Table::Integer.name(),
-            ItemKind::Timestamped => Table::Timestamp.name(),
-            ItemKind::Snapshots => SNAPSHOTS,
-        };
-        // A full scan of the partition keys; then the last position of each partition.
-        let cql = format!(
-            "SELECT DISTINCT sequence_id FROM {}.{table}",
-            self.inner.config.keyspace
-        );
-        let mut stmt = self.inner.session.prepare(cql).await.map_err(backend)?;
-        stmt.set_consistency(self.inner.config.driver_consistency());
-        stmt.set_page_size(1000);
-        let mut ids = Vec::new();
-        let mut paging = PagingState::start();
-        loop {
-            let (result, response) = self
-                .inner
-                .session
-                .execute_single_page(&stmt, (), paging)
-                .await
-                .map_err(read_error)?;
-            for row in result
-                .into_rows_result()
-                .map_err(backend)?
-                .rows::<(Uuid,)>()
-                .map_err(backend)?
-            {
-                ids.push(row.map_err(backend)?.0);
+        rows(
+            async {
+                let table = match kind {
+                    ItemKind::Integer => Table::Integer.name(),
+                    ItemKind::Timestamped => Table::Timestamp.name(),
+                    ItemKind::Snapshots => SNAPSHOTS,
+                };
+                // A full scan of the partition keys; then the last position of each partition.
+                let cql = format!(
+                    "SELECT DISTINCT sequence_id FROM {}.{table}",
+                    self.inner.config.keyspace
+                );
+                let mut stmt = self.inner.session.prepare(cql).await.map_err(backend)?;
+                stmt.set_consistency(self.inner.config.driver_consistency());
+                stmt.set_page_size(1000);
+                let mut ids = Vec::new();
+                let mut paging = PagingState::start();
+                loop {
+                    let (result, response) = self
+                        .inner
+                        .session
+                        .execute_single_page(&stmt, (), paging)
+                        .await
+                        .map_err(read_error)?;
+                    for row in result
+                        .into_rows_result()
+                        .map_err(backend)?
+                        .rows::<(Uuid,)>()
+                        .map_err(backend)?
+                    {
+                        ids.push(row.map_err(backend)?.0);
+                    }
+                    match response.into_paging_control_flow() {
+                        std::ops::ControlFlow::Break(()) => break,
+                        std::ops::ControlFlow::Continue(next) => paging = next,
+                    }
+                }
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let last = Select {
+                        limit: Some(1),
+                        ..Select::all().descending()
+                    };
+                    let rows = self.select_rows(table, id, &last).await?;
+                    out.push((id, rows.first().map_or(0, |r| r.0)));
+                }
+                Ok(out)
             }
-            match response.into_paging_control_flow() {
-                std::ops::ControlFlow::Break(()) => break,
-                std::ops::ControlFlow::Continue(next) => paging = next,
-            }
-        }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let last = Select {
-                limit: Some(1),
-                ..Select::all().descending()
-            };
-            let rows = self.select_rows(table, id, &last).await?;
-            out.push((id, rows.first().map_or(0, |r| r.0)));
-        }
-        Ok(out)
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.inventory.snapshots", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_snapshots(
         &self,
         sequence_id: Uuid,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        let rows = self
-            .select_rows(SNAPSHOTS, sequence_id, &Select::all())
-            .await?;
-        integer_items(sequence_id, rows)
+        rows(
+            async {
+                let rows = self
+                    .select_rows(SNAPSHOTS, sequence_id, &Select::all())
+                    .await?;
+                integer_items(sequence_id, rows)
+            }
+            .await,
+        )
     }
 }
 

@@ -269,11 +269,16 @@ async fn an_append_whose_answer_is_lost_is_resolved_as_applied() {
     let Some((store, proxy)) = proxied_store().await else {
         return;
     };
+    // The spans and events of a resolved unknown outcome (docs/observability.md). Scoped to
+    // this thread, on which the test's future, and so every append's, is polled.
+    let traces = eventsmith_testkit::traces::Collector::new();
+    let _traced = tracing::subscriber::set_default(traces.clone());
     for batch in [1u64, 3] {
         let id = Uuid::new_v4();
         let items: Vec<_> = (1..=batch)
             .map(|v| item(id, v, "lost answer, cut here"))
             .collect();
+        traces.clear();
         proxy.mode.store(CUT_AFTER_REQUEST, Ordering::SeqCst);
         let cuts = proxy.cuts.load(Ordering::SeqCst);
         store
@@ -290,9 +295,30 @@ async fn an_append_whose_answer_is_lost_is_resolved_as_applied() {
             items,
             "written exactly once"
         );
+        let appends = traces.spans_named("eventsmith.append");
+        assert_eq!(appends.len(), 1, "{:?}", traces.spans());
+        let f = &appends[0].fields;
+        assert_eq!(
+            (f["backend"].as_str(), f["outcome"].as_str()),
+            ("cassandra", "ok")
+        );
+        assert_eq!(f["items"], batch.to_string());
+        assert_eq!(f["sequence_id"], id.to_string());
+        let lost = traces.events_saying("append outcome unknown");
+        assert_eq!(lost.len(), 1, "{:?}", traces.events());
+        assert_eq!(lost[0].level, tracing::Level::WARN);
+        assert_eq!(lost[0].span, Some("eventsmith.append"));
+        let resolved = traces.events_saying("unknown outcome resolved");
+        assert_eq!(resolved.len(), 1, "{:?}", traces.events());
+        assert_eq!(resolved[0].fields["resolution"], "applied");
+        assert_eq!(resolved[0].fields["commit_id"], lost[0].fields["commit_id"]);
         // It really is there: appending the same versions again conflicts.
+        traces.clear();
         let again = store.append(items).await.unwrap_err();
         assert!(matches!(again, AppendError::Conflict { .. }), "{again}");
+        let appends = traces.spans_named("eventsmith.append");
+        assert_eq!(appends.len(), 1, "{:?}", traces.spans());
+        assert_eq!(appends[0].fields["outcome"], "conflict");
     }
 }
 

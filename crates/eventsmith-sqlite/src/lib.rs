@@ -105,7 +105,9 @@ use rusqlite::{Connection, OpenFlags, params_from_iter};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use eventsmith_core::backend::{check_append, check_batch_unique, check_version, keyed_batch};
+use eventsmith_core::backend::{
+    check_append, check_batch_unique, check_version, keyed_batch, outcome, rows,
+};
 use eventsmith_core::{
     AppendError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore, Notification,
     Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem,
@@ -815,199 +817,277 @@ impl ItemStore for SqliteStore {
         }
     }
 
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = false, outcome = tracing::field::Empty))]
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
-        if items.is_empty() {
-            self.check_open()?;
-            return Ok(0..0);
-        }
-        check_append(&items)?;
-        match self.append_batch(Batch::Integer(items)).await? {
-            KeyedAppend::Appended(ids) => Ok(ids),
-            KeyedAppend::AlreadyApplied(_) => {
-                unreachable!("a batch without a key is never a replay")
+        outcome(
+            async {
+                if items.is_empty() {
+                    self.check_open()?;
+                    return Ok(0..0);
+                }
+                check_append(&items)?;
+                match self.append_batch(Batch::Integer(items)).await? {
+                    KeyedAppend::Appended(ids) => Ok(ids),
+                    KeyedAppend::AlreadyApplied(_) => {
+                        unreachable!("a batch without a key is never a replay")
+                    }
+                }
             }
-        }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = true, outcome = tracing::field::Empty))]
     async fn append_with_key(
         &self,
         items: Vec<IntegerSequencedItem>,
         key: &IdempotencyKey,
     ) -> Result<KeyedAppend, AppendError> {
-        let Some(prior) = keyed_batch(&items)? else {
-            self.check_open()?;
-            return Ok(KeyedAppend::Appended(0..0));
-        };
-        check_append(&items)?;
-        let key = key.clone();
-        self.append_batch(Batch::Keyed { items, key, prior }).await
+        outcome(
+            async {
+                let Some(prior) = keyed_batch(&items)? else {
+                    self.check_open()?;
+                    return Ok(KeyedAppend::Appended(0..0));
+                };
+                check_append(&items)?;
+                let key = key.clone();
+                self.append_batch(Batch::Keyed { items, key, prior }).await
+            }
+            .await,
+        )
     }
 
     fn delivery(&self) -> Option<Delivery> {
         Some(Delivery::Transactional)
     }
 
+    #[tracing::instrument(name = "eventsmith.tracking", level = "debug", skip_all, fields(backend = "sqlite", follower = %follower, outcome = tracing::field::Empty))]
     async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
-        let follower = follower.to_owned();
-        self.read(move |conn, path| {
-            worker::tracking_position(conn, &follower).map_err(|e| from_sqlite(e, path))
-        })
-        .await
+        outcome(
+            async {
+                let follower = follower.to_owned();
+                self.read(move |conn, path| {
+                    worker::tracking_position(conn, &follower).map_err(|e| from_sqlite(e, path))
+                })
+                .await
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.append_tracked", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), follower = %tracking.follower, from = tracking.from, to = tracking.to, outcome = tracing::field::Empty))]
     async fn append_tracked(
         &self,
         items: Vec<IntegerSequencedItem>,
         tracking: Tracking,
     ) -> Result<Range<u64>, AppendError> {
-        check_append(&items)?;
-        match self
-            .append_batch(Batch::Tracked { items, tracking })
-            .await?
-        {
-            KeyedAppend::Appended(ids) => Ok(ids),
-            KeyedAppend::AlreadyApplied(_) => {
-                unreachable!("a batch without a key is never a replay")
+        outcome(
+            async {
+                check_append(&items)?;
+                match self
+                    .append_batch(Batch::Tracked { items, tracking })
+                    .await?
+                {
+                    KeyedAppend::Appended(ids) => Ok(ids),
+                    KeyedAppend::AlreadyApplied(_) => {
+                        unreachable!("a batch without a key is never a replay")
+                    }
+                }
             }
-        }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.lease.claim", level = "debug", skip_all, fields(backend = "sqlite", follower = %lease.follower, owner = %lease.owner, outcome = tracing::field::Empty))]
     async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
-        let lease = lease.clone();
-        self.on_writer(move |conn, path| {
-            worker::claim_lease(conn, &lease).map_err(|e| from_sqlite(e, path))
-        })
-        .await
+        outcome(
+            async {
+                let lease = lease.clone();
+                self.on_writer(move |conn, path| {
+                    worker::claim_lease(conn, &lease).map_err(|e| from_sqlite(e, path))
+                })
+                .await
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.lease.release", level = "debug", skip_all, fields(backend = "sqlite", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
     async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
-        let follower = follower.to_owned();
-        self.on_writer(move |conn, path| {
-            conn.prepare_cached("DELETE FROM leases WHERE follower = ?1 AND owner = ?2")
-                .and_then(|mut stmt| stmt.execute(rusqlite::params![follower, owner.as_bytes()]))
-                .map(|_| ())
-                .map_err(|e| from_sqlite(e, path))
-        })
-        .await
+        outcome(
+            async {
+                let follower = follower.to_owned();
+                self.on_writer(move |conn, path| {
+                    conn.prepare_cached("DELETE FROM leases WHERE follower = ?1 AND owner = ?2")
+                        .and_then(|mut stmt| {
+                            stmt.execute(rusqlite::params![follower, owner.as_bytes()])
+                        })
+                        .map(|_| ())
+                        .map_err(|e| from_sqlite(e, path))
+                })
+                .await
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.find_key", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, outcome = tracing::field::Empty))]
     async fn find_key(
         &self,
         sequence_id: Uuid,
         key: &IdempotencyKey,
     ) -> Result<Option<PriorAppend>, StoreError> {
-        let key = key.clone();
-        self.read(move |conn, path| {
-            worker::find_key(conn, sequence_id, &key).map_err(|e| from_sqlite(e, path))
-        })
-        .await
+        outcome(
+            async {
+                let key = key.clone();
+                self.read(move |conn, path| {
+                    worker::find_key(conn, sequence_id, &key).map_err(|e| from_sqlite(e, path))
+                })
+                .await
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.select", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select(
         &self,
         sequence_id: Uuid,
         query: &Select<Version>,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        self.select_paged(
-            query,
-            |i: &IntegerSequencedItem| i.position,
-            move |conn, path, q| {
-                select_rows(
-                    conn,
-                    path,
-                    "integer_items",
-                    sequence_id,
-                    q,
-                    version_to_sql,
-                    read_integer_row,
+        rows(
+            async {
+                self.select_paged(
+                    query,
+                    |i: &IntegerSequencedItem| i.position,
+                    move |conn, path, q| {
+                        select_rows(
+                            conn,
+                            path,
+                            "integer_items",
+                            sequence_id,
+                            q,
+                            version_to_sql,
+                            read_integer_row,
+                        )
+                    },
                 )
-            },
+                .await
+            }
+            .await,
         )
-        .await
     }
 
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "sqlite", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         after: u64,
         limit: usize,
         topics: &[&str],
     ) -> Result<Vec<Notification>, StoreError> {
-        let topics: Arc<[String]> = topics.iter().map(|t| (*t).to_owned()).collect();
-        let (mut after, mut rest) = (after, limit);
-        let mut out = Vec::new();
-        while rest > 0 {
-            let want = rest.min(READ_PAGE_ROWS);
-            let topics = topics.clone();
-            let page = self
-                .read(move |conn, path| select_notification_page(conn, path, after, want, &topics))
-                .await?;
-            let n = page.len();
-            if let Some(last) = page.last() {
-                after = last.id;
+        rows(
+            async {
+                let topics: Arc<[String]> = topics.iter().map(|t| (*t).to_owned()).collect();
+                let (mut after, mut rest) = (after, limit);
+                let mut out = Vec::new();
+                while rest > 0 {
+                    let want = rest.min(READ_PAGE_ROWS);
+                    let topics = topics.clone();
+                    let page = self
+                        .read(move |conn, path| {
+                            select_notification_page(conn, path, after, want, &topics)
+                        })
+                        .await?;
+                    let n = page.len();
+                    if let Some(last) = page.last() {
+                        after = last.id;
+                    }
+                    out.extend(page);
+                    rest -= n;
+                    if n < want {
+                        break;
+                    }
+                    yield_now().await;
+                }
+                Ok(out)
             }
-            out.extend(page);
-            rest -= n;
-            if n < want {
-                break;
-            }
-            yield_now().await;
-        }
-        Ok(out)
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.max_notification_id", level = "debug", skip_all, fields(backend = "sqlite", outcome = tracing::field::Empty))]
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
-        self.read(|conn, path| {
-            let max: Option<i64> = conn
-                .query_row("SELECT max(notification_id) FROM integer_items", [], |r| {
-                    r.get(0)
+        outcome(
+            async {
+                self.read(|conn, path| {
+                    let max: Option<i64> = conn
+                        .query_row("SELECT max(notification_id) FROM integer_items", [], |r| {
+                            r.get(0)
+                        })
+                        .map_err(|e| from_sqlite(e, path))?;
+                    read_version(max.unwrap_or(0), path)
                 })
-                .map_err(|e| from_sqlite(e, path))?;
-            read_version(max.unwrap_or(0), path)
-        })
-        .await
+                .await
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.append_timestamped", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), outcome = tracing::field::Empty))]
     async fn append_timestamped(
         &self,
         items: Vec<TimestampSequencedItem>,
     ) -> Result<(), AppendError> {
-        if items.is_empty() {
-            self.check_open()?;
-            return Ok(());
-        }
-        check_batch_unique(&items)?;
-        self.append_batch(Batch::Timestamped(items))
-            .await
-            .map(|_| ())
-            .map(|_| ())
+        outcome(
+            async {
+                if items.is_empty() {
+                    self.check_open()?;
+                    return Ok(());
+                }
+                check_batch_unique(&items)?;
+                self.append_batch(Batch::Timestamped(items))
+                    .await
+                    .map(|_| ())
+                    .map(|_| ())
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.select_timestamped", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_timestamped(
         &self,
         sequence_id: Uuid,
         query: &Select<Timestamp>,
     ) -> Result<Vec<TimestampSequencedItem>, StoreError> {
-        self.select_paged(
-            query,
-            |i: &TimestampSequencedItem| i.position,
-            move |conn, path, q| {
-                select_rows(
-                    conn,
-                    path,
-                    "timestamp_items",
-                    sequence_id,
-                    q,
-                    Timestamp::unix_nanos,
-                    read_timestamp_row,
+        rows(
+            async {
+                self.select_paged(
+                    query,
+                    |i: &TimestampSequencedItem| i.position,
+                    move |conn, path, q| {
+                        select_rows(
+                            conn,
+                            path,
+                            "timestamp_items",
+                            sequence_id,
+                            q,
+                            Timestamp::unix_nanos,
+                            read_timestamp_row,
+                        )
+                    },
                 )
-            },
+                .await
+            }
+            .await,
         )
-        .await
     }
 }
 
 impl SnapshotStore for SqliteStore {
+    #[tracing::instrument(name = "eventsmith.snapshot.write", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %snapshot.sequence_id, position = snapshot.position, outcome = tracing::field::Empty))]
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
+        outcome(async {
         check_version(&snapshot)?;
         let position = snapshot.position as i64;
         self.on_writer(move |conn, path| {
@@ -1026,78 +1106,98 @@ impl SnapshotStore for SqliteStore {
                 .map_err(|e| from_sqlite(e, path))
         })
         .await
+        }.await)
     }
 
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,
         lte: Option<Version>,
     ) -> Result<Option<IntegerSequencedItem>, StoreError> {
-        let query = Select {
-            lte,
-            limit: Some(1),
-            ..Select::all().descending()
-        };
-        self.read(move |conn, path| {
-            select_rows(
-                conn,
-                path,
-                "snapshots",
-                sequence_id,
-                &query,
-                version_to_sql,
-                read_integer_row,
-            )
-        })
-        .await
-        .map(|mut rows| rows.pop())
+        outcome(
+            async {
+                let query = Select {
+                    lte,
+                    limit: Some(1),
+                    ..Select::all().descending()
+                };
+                self.read(move |conn, path| {
+                    select_rows(
+                        conn,
+                        path,
+                        "snapshots",
+                        sequence_id,
+                        &query,
+                        version_to_sql,
+                        read_integer_row,
+                    )
+                })
+                .await
+                .map(|mut rows| rows.pop())
+            }
+            .await,
+        )
     }
 }
 
 impl Inventory for SqliteStore {
+    #[tracing::instrument(name = "eventsmith.inventory.sequences", level = "debug", skip_all, fields(backend = "sqlite", kind = ?kind, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
-        let table = match kind {
-            ItemKind::Integer => "integer_items",
-            ItemKind::Timestamped => "timestamp_items",
-            ItemKind::Snapshots => "snapshots",
-        };
-        self.read(move |conn, path| {
-            let sql =
-                format!("SELECT sequence_id, max(position) FROM {table} GROUP BY sequence_id");
-            let mut stmt = conn.prepare(&sql).map_err(|e| from_sqlite(e, path))?;
-            let mut rows = stmt.query([]).map_err(|e| from_sqlite(e, path))?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| from_sqlite(e, path))? {
-                let id: Vec<u8> = row.get(0).map_err(|e| from_sqlite(e, path))?;
-                out.push((
-                    read_uuid(&id, path)?,
-                    row.get(1).map_err(|e| from_sqlite(e, path))?,
-                ));
+        rows(
+            async {
+                let table = match kind {
+                    ItemKind::Integer => "integer_items",
+                    ItemKind::Timestamped => "timestamp_items",
+                    ItemKind::Snapshots => "snapshots",
+                };
+                self.read(move |conn, path| {
+                    let sql = format!(
+                        "SELECT sequence_id, max(position) FROM {table} GROUP BY sequence_id"
+                    );
+                    let mut stmt = conn.prepare(&sql).map_err(|e| from_sqlite(e, path))?;
+                    let mut rows = stmt.query([]).map_err(|e| from_sqlite(e, path))?;
+                    let mut out = Vec::new();
+                    while let Some(row) = rows.next().map_err(|e| from_sqlite(e, path))? {
+                        let id: Vec<u8> = row.get(0).map_err(|e| from_sqlite(e, path))?;
+                        out.push((
+                            read_uuid(&id, path)?,
+                            row.get(1).map_err(|e| from_sqlite(e, path))?,
+                        ));
+                    }
+                    Ok(out)
+                })
+                .await
             }
-            Ok(out)
-        })
-        .await
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.inventory.snapshots", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_snapshots(
         &self,
         sequence_id: Uuid,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        self.select_paged(
-            &Select::all(),
-            |i: &IntegerSequencedItem| i.position,
-            move |conn, path, q| {
-                select_rows(
-                    conn,
-                    path,
-                    "snapshots",
-                    sequence_id,
-                    q,
-                    version_to_sql,
-                    read_integer_row,
+        rows(
+            async {
+                self.select_paged(
+                    &Select::all(),
+                    |i: &IntegerSequencedItem| i.position,
+                    move |conn, path, q| {
+                        select_rows(
+                            conn,
+                            path,
+                            "snapshots",
+                            sequence_id,
+                            q,
+                            version_to_sql,
+                            read_integer_row,
+                        )
+                    },
                 )
-            },
+                .await
+            }
+            .await,
         )
-        .await
     }
 }

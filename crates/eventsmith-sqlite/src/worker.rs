@@ -191,7 +191,12 @@ impl Writer {
         };
         match self.begin(conn, false) {
             Ok(()) => {}
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => return None,
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+                // Worth a line: this append now waits on the writer thread, up to the busy
+                // timeout, for another process's write lock.
+                tracing::debug!(path = %self.path, "write lock held by another process; the writer thread waits for it");
+                return None;
+            }
             Err(e) => return Some(Err(from_sqlite(e, &self.path).into())),
         }
         let outcome = match self.finish_group(conn, &[batch]) {
@@ -290,6 +295,8 @@ impl Writer {
 
     /// Runs a group on the writer thread and replies to each job.
     fn commit_group(&self, conn: &mut Connection, group: Vec<AppendJob>) {
+        // DEBUG, not INFO: one line per commit would be noise in steady state.
+        tracing::debug!(path = %self.path, size = group.len(), "group commit");
         let result = self
             .begin(conn, true)
             .map_err(|e| from_sqlite(e, &self.path))
@@ -324,7 +331,17 @@ impl Writer {
     fn checkpoint(&self, conn: &Connection) {
         // A failed checkpoint loses nothing: the WAL just stays longer, and the next commit
         // past the threshold asks again.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        // It is still worth a warning: a WAL that never checkpoints grows without bound.
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((wal_pages, copied)) => {
+                tracing::debug!(path = %self.path, wal_pages, copied, "checkpoint")
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path, error = %e, "checkpoint failed; the WAL stays until the next one")
+            }
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod encryption;
 pub mod follow;
 pub mod idempotency;
 pub mod model;
+pub mod traces;
 
 pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
 

@@ -73,6 +73,10 @@ mod cassandra_md {}
 mod mapper_codecs_encryption_md {}
 
 #[cfg(doctest)]
+#[doc = include_str!("../../../docs/observability.md")]
+mod observability_md {}
+
+#[cfg(doctest)]
 #[doc = include_str!("../../../docs/postgres.md")]
 mod postgres_md {}
 
