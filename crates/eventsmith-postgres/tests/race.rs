@@ -178,7 +178,10 @@ async fn two_processes_racing_for_versions_one_wins_each() {
     // wins is up to the scheduler: a racer that falls behind once may lose every later
     // slot, so requiring both to win some made this test fail now and then.)
     assert!(!won.is_empty(), "nobody won anything");
-    assert!(!lost.is_empty(), "nobody lost anything: the racers did not race");
+    assert!(
+        !lost.is_empty(),
+        "nobody lost anything: the racers did not race"
+    );
 
     // What the store holds: each (sequence, version) once, tagged with a batch that won.
     let log = store.select_notifications(0, 1_000_000, &[]).await.unwrap();
