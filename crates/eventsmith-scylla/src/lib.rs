@@ -685,7 +685,9 @@ impl CassandraStore {
     /// Creates the keyspace (with the configured replication) and the tables, if missing,
     /// brings older tables up to date, waits for schema agreement and stamps the keyspace
     /// with [`SCHEMA_VERSION`]; a keyspace stamped by a newer eventsmith is refused
-    /// ([`StoreError::Corrupt`]).
+    /// ([`StoreError::Corrupt`]). Without a configured
+    /// [`replication`](CassandraConfig::replication) it creates no keyspace: a missing one is
+    /// [`StoreError::Config`].
     ///
     /// # Cancellation
     ///
