@@ -686,6 +686,32 @@ async fn timestamped_rows_of_the_wrong_type_are_corrupt_naming_the_item() {
     }
 }
 
+/// A new file at `path` whose store may grow it by `pages` pages at most.
+async fn store_with_room(path: &std::path::Path, pages: u64) -> SqliteStore {
+    SqliteStore::open(path).await.unwrap().close().await;
+    let empty_pages: u64 = rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    let config = SqliteConfig {
+        max_page_count: Some(empty_pages + pages),
+        ..SqliteConfig::default()
+    };
+    SqliteStore::open_with(path, config).await.unwrap()
+}
+
+/// `n` items of sequence `id` with payloads of `size` bytes.
+fn sized_batch(id: Uuid, n: u64, size: usize) -> Vec<eventsmith_core::IntegerSequencedItem> {
+    (1..=n)
+        .map(|position| SequencedItem {
+            sequence_id: id,
+            position,
+            topic: "t".into(),
+            payload: vec![position as u8; size],
+        })
+        .collect()
+}
+
 /// A file at its size limit (`max_page_count`, as a full disk gives `SQLITE_FULL`) fails an
 /// append with the full-disk kind, the SQLite error under it, and nothing of the batch
 /// written: the appends before it are whole, the file stays sound and takes the batch once
@@ -694,27 +720,9 @@ async fn timestamped_rows_of_the_wrong_type_are_corrupt_naming_the_item() {
 async fn a_full_file_is_storage_full_and_writes_nothing_half() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    SqliteStore::open(&path).await.unwrap().close().await;
-    let empty_pages: u64 = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row("PRAGMA page_count", [], |row| row.get(0))
-        .unwrap();
-    let config = SqliteConfig {
-        max_page_count: Some(empty_pages + 12),
-        ..SqliteConfig::default()
-    };
-    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let store = store_with_room(&path, 12).await;
     // Batches of 10 items of 1000 bytes: a few pages each, so the limit falls inside one.
-    let batch = |id: Uuid| -> Vec<_> {
-        (1..=10)
-            .map(|position| SequencedItem {
-                sequence_id: id,
-                position,
-                topic: "t".into(),
-                payload: vec![position as u8; 1000],
-            })
-            .collect()
-    };
+    let batch = |id: Uuid| sized_batch(id, 10, 1000);
     let mut stored = Vec::new();
     let (refused, err) = loop {
         assert!(stored.len() < 100, "the file never filled up");
@@ -877,26 +885,8 @@ async fn commands_retry_a_busy_store_and_not_a_full_one() {
 async fn concurrent_appends_into_a_full_file_each_keep_the_whole_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    SqliteStore::open(&path).await.unwrap().close().await;
-    let empty_pages: u64 = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row("PRAGMA page_count", [], |row| row.get(0))
-        .unwrap();
-    let config = SqliteConfig {
-        max_page_count: Some(empty_pages + 40),
-        ..SqliteConfig::default()
-    };
-    let store = SqliteStore::open_with(&path, config).await.unwrap();
-    let batch = |id: Uuid| -> Vec<_> {
-        (1..=5)
-            .map(|position| SequencedItem {
-                sequence_id: id,
-                position,
-                topic: "t".into(),
-                payload: vec![position as u8; 700],
-            })
-            .collect()
-    };
+    let store = store_with_room(&path, 40).await;
+    let batch = |id: Uuid| sized_batch(id, 5, 700);
     let (mut acked, mut refused) = (Vec::new(), Vec::new());
     for _round in 0..50 {
         let tasks: Vec<_> = (0..16)
