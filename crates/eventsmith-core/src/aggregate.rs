@@ -205,15 +205,14 @@ impl<A: Aggregate + fmt::Debug> fmt::Debug for Root<A> {
 impl<A: Aggregate> Root<A> {
     /// Creates an aggregate from its first event (version 1), kept pending until saved.
     pub fn create(id: Uuid, event: impl Into<A::Event>) -> Self {
-        let mut root = Self::empty(id);
+        let mut root = Self::empty(id, OffsetDateTime::now_utc());
         root.record(event.into(), root.created_on);
         root
     }
 
     /// An aggregate without events, at version 0 in its default state: where a first
     /// command starts.
-    pub(crate) fn empty(id: Uuid) -> Self {
-        let now = OffsetDateTime::now_utc();
+    pub(crate) fn empty(id: Uuid, now: OffsetDateTime) -> Self {
         Root {
             id,
             version: 0,
@@ -229,8 +228,24 @@ impl<A: Aggregate> Root<A> {
     /// domain's reason to refuse), and every event is applied and kept pending.
     ///
     /// A discarded aggregate rejects every command with [`CommandError::Discarded`].
+    ///
+    /// The events are stamped with the system clock; an [`Application`](crate::Application)
+    /// stamps them with its [`Clock`](crate::Clock) through [`execute_at`](Self::execute_at).
     pub fn execute<I, E>(
         &mut self,
+        decide: impl FnOnce(&A) -> Result<I, E>,
+    ) -> Result<(), CommandError<E>>
+    where
+        I: IntoIterator,
+        I::Item: Into<A::Event>,
+    {
+        self.execute_at(OffsetDateTime::now_utc(), decide)
+    }
+
+    /// As [`execute`](Self::execute), with the events stamped `now`.
+    pub fn execute_at<I, E>(
+        &mut self,
+        now: OffsetDateTime,
         decide: impl FnOnce(&A) -> Result<I, E>,
     ) -> Result<(), CommandError<E>>
     where
@@ -241,7 +256,6 @@ impl<A: Aggregate> Root<A> {
             return Err(CommandError::Discarded { id: self.id });
         }
         let events = decide(&self.state).map_err(CommandError::Rejected)?;
-        let now = OffsetDateTime::now_utc();
         for event in events {
             if self.discarded {
                 // A command that discards and then records more would store an invalid history.

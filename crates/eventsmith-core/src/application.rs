@@ -13,6 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Envelope, Root};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{BoxError, CommandError, ErrorKind, LoadError, SnapshotError};
 use crate::idempotency::{IdempotencyKey, PriorAppend};
 use crate::item::{Select, Version};
@@ -215,6 +216,7 @@ pub struct Application<A: Aggregate, S> {
     snapshots: Option<Arc<dyn Snapshots<A>>>,
     hooks: Arc<[Arc<dyn AfterCommit<A::Event>>]>,
     retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl<A: Aggregate, S: Clone> Clone for Application<A, S> {
@@ -224,6 +226,7 @@ impl<A: Aggregate, S: Clone> Clone for Application<A, S> {
             snapshots: self.snapshots.clone(),
             hooks: self.hooks.clone(),
             retry: self.retry.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -235,6 +238,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Application<A, S> {
             .field("snapshots", &self.snapshots.is_some())
             .field("after_commit_hooks", &self.hooks.len())
             .field("retry", &self.retry)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -245,6 +249,7 @@ pub struct ApplicationBuilder<A: Aggregate, S> {
     snapshots: Option<Arc<dyn Snapshots<A>>>,
     hooks: Vec<Arc<dyn AfterCommit<A::Event>>>,
     retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl<A: Aggregate, S: fmt::Debug> fmt::Debug for ApplicationBuilder<A, S> {
@@ -254,6 +259,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for ApplicationBuilder<A, S> {
             .field("snapshots", &self.snapshots.is_some())
             .field("after_commit_hooks", &self.hooks.len())
             .field("retry", &self.retry)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -279,6 +285,13 @@ impl<A: Aggregate, S: ItemStore> ApplicationBuilder<A, S> {
         self
     }
 
+    /// Stamps events with `clock`'s time (default: [`SystemClock`]); a
+    /// [`ManualClock`](crate::ManualClock) makes tests and simulations repeatable.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// The application.
     pub fn build(self) -> Application<A, S> {
         Application {
@@ -286,6 +299,7 @@ impl<A: Aggregate, S: ItemStore> ApplicationBuilder<A, S> {
             snapshots: self.snapshots,
             hooks: self.hooks.into(),
             retry: self.retry,
+            clock: self.clock,
         }
     }
 }
@@ -319,12 +333,18 @@ impl<A: Aggregate, S: ItemStore> Application<A, S> {
             snapshots: None,
             hooks: Vec::new(),
             retry: RetryPolicy::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 
     /// The repository: reads and the single save every command goes through.
     pub fn repository(&self) -> &Repository<A, S> {
         &self.repository
+    }
+
+    /// The time on the application's clock, as events are stamped with it.
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        self.clock.now().to_datetime()
     }
 
     /// The retry policy.
@@ -418,10 +438,10 @@ impl<A: Aggregate, S: ItemStore> Application<A, S> {
         let mut root = match self.load(id, None).await? {
             Some(root) => root,
             None if command.require_existing => return Err(CommandError::NotFound { id }),
-            None => Root::empty(id),
+            None => Root::empty(id, self.now()),
         };
         let before = root.version();
-        root.execute(&command.decide)?;
+        root.execute_at(self.now(), &command.decide)?;
         root.stamp_pending(0, &command.metadata);
         let events = match &command.key {
             None => self.repository.save(&mut root).await?,

@@ -854,7 +854,7 @@ impl<A: Aggregate, S: ItemStore> Unit<A, S> {
                 .app
                 .load(id, None)
                 .await?
-                .unwrap_or_else(|| Root::empty(id));
+                .unwrap_or_else(|| Root::empty(id, self.app.now()));
             let version = root.version();
             self.roots.insert(id, (root, version));
             self.order.push(id);
@@ -877,9 +877,10 @@ impl<A: Aggregate, S: ItemStore> Unit<A, S> {
         I::Item: Into<A::Event>,
     {
         let cause = self.cause.clone();
+        let now = self.app.now();
         let (root, _) = self.load(id).await?;
         let before = root.pending().len();
-        root.execute(decide)?;
+        root.execute_at(now, decide)?;
         root.stamp_pending(before, &cause);
         Ok(())
     }

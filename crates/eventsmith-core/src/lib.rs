@@ -88,6 +88,7 @@
 
 mod aggregate;
 mod application;
+mod clock;
 mod error;
 mod follow;
 mod idempotency;
@@ -107,6 +108,7 @@ pub use application::{
     AfterCommit, Application, ApplicationBuilder, BoxFuture, Command, Committed, RetryPolicy,
     Snapshots,
 };
+pub use clock::{Clock, ManualClock, SystemClock, TimestampLog};
 pub use error::{
     AppendError, BoxError, CipherError, CommandError, CompressError, DecodeError, DecodeErrorKind,
     EncodeError, ErrorKind, HeaderError, LoadError, ReplayError, SaveError, SnapshotError,

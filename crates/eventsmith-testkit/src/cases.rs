@@ -15,6 +15,9 @@ pub use crate::application::{
     commands_take_and_use_snapshots, contended_commands_all_complete,
     first_command_creates_with_many_events, idempotent_commands_apply_once, metadata_round_trips,
 };
+pub use crate::clock::{
+    application_stamps_events_with_its_clock, timestamp_log_moves_past_taken_timestamps,
+};
 pub use crate::encryption::forged_plaintext_is_refused;
 pub use crate::follow::{
     follower_never_skips, follower_resumes_exactly, one_runner_runs_a_follower_at_a_time,

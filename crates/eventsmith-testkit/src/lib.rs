@@ -24,6 +24,7 @@
 
 pub mod application;
 pub mod cases;
+pub mod clock;
 pub mod encryption;
 pub mod follow;
 pub mod idempotency;
@@ -80,6 +81,8 @@ macro_rules! conformance_suite {
             two_runners_never_apply_a_page_twice,
             one_runner_runs_a_follower_at_a_time,
             process_applies_each_event_once,
+            application_stamps_events_with_its_clock,
+            timestamp_log_moves_past_taken_timestamps,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {
