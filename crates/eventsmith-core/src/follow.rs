@@ -193,7 +193,7 @@ async fn step<S: ItemStore, F: Follower<S> + ?Sized>(
 }
 
 /// What a runner knows of one follower, for [`RunnerHandle::status`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct FollowerStatus {
     /// The id of the last notification it applied.
@@ -202,8 +202,10 @@ pub struct FollowerStatus {
     pub head: u64,
     /// Pages it applied since the runner started.
     pub pages: u64,
-    /// The last failure, until the next page applies.
-    pub last_error: Option<String>,
+    /// The last failure, until the next page applies: the typed error, shared so that the
+    /// status can be cloned (its [`kind`](FollowError::kind) says whether the runner's
+    /// retries can be expected to succeed).
+    pub last_error: Option<Arc<FollowError>>,
     /// Whether this runner holds the follower's lease (and so runs it); `false` while
     /// another runner holds it and this one stands by to take over.
     pub active: bool,
@@ -597,7 +599,8 @@ impl<S: ItemStore> FollowerTask<S> {
                 Ok(Some(wait)) => standby = Some(wait),
                 Err(e) => {
                     tracing::warn!(follower = %name, error = %e, "follower failed; retrying after the poll interval");
-                    self.update(|s| s.last_error = Some(e.to_string()));
+                    let e = Arc::new(e);
+                    self.update(|s| s.last_error = Some(e));
                     // Read the position again: the failure may have been another runner's page.
                     from = None;
                 }

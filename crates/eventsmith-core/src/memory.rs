@@ -16,6 +16,7 @@ use crate::store::{
     Capabilities, Delivery, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, SnapshotStore,
     Support, Tracking, check_append, check_batch_unique,
 };
+use crate::trace::{outcome, rows};
 
 /// A thread-safe store held in memory; clones share the same data.
 ///
@@ -133,228 +134,310 @@ impl ItemStore for MemoryStore {
         }
     }
 
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "memory", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = false, outcome = tracing::field::Empty))]
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
-        check_append(&items)?;
-        self.lock().append(items)
+        outcome(
+            async {
+                check_append(&items)?;
+                self.lock().append(items)
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "memory", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = true, outcome = tracing::field::Empty))]
     async fn append_with_key(
         &self,
         items: Vec<IntegerSequencedItem>,
         key: &IdempotencyKey,
     ) -> Result<KeyedAppend, AppendError> {
-        let Some(prior) = keyed_batch(&items)? else {
-            return Ok(KeyedAppend::Appended(0..0));
-        };
-        check_append(&items)?;
-        let mut inner = self.lock();
-        let slot = (prior.sequence_id, key.clone());
-        if let Some(found) = inner.keys.get(&slot) {
-            return Ok(KeyedAppend::AlreadyApplied(found.clone()));
-        }
-        let ids = inner.append(items)?;
-        inner.keys.insert(slot, prior);
-        Ok(KeyedAppend::Appended(ids))
+        outcome(
+            async {
+                let Some(prior) = keyed_batch(&items)? else {
+                    return Ok(KeyedAppend::Appended(0..0));
+                };
+                check_append(&items)?;
+                let mut inner = self.lock();
+                let slot = (prior.sequence_id, key.clone());
+                if let Some(found) = inner.keys.get(&slot) {
+                    return Ok(KeyedAppend::AlreadyApplied(found.clone()));
+                }
+                let ids = inner.append(items)?;
+                inner.keys.insert(slot, prior);
+                Ok(KeyedAppend::Appended(ids))
+            }
+            .await,
+        )
     }
 
     fn delivery(&self) -> Option<Delivery> {
         Some(Delivery::Transactional)
     }
 
+    #[tracing::instrument(name = "eventsmith.tracking", level = "debug", skip_all, fields(backend = "memory", follower = %follower, outcome = tracing::field::Empty))]
     async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
-        Ok(self.lock().tracking.get(follower).copied().unwrap_or(0))
+        outcome(async { Ok(self.lock().tracking.get(follower).copied().unwrap_or(0)) }.await)
     }
 
+    #[tracing::instrument(name = "eventsmith.append_tracked", level = "debug", skip_all, fields(backend = "memory", items = items.len(), follower = %tracking.follower, from = tracking.from, to = tracking.to, outcome = tracing::field::Empty))]
     async fn append_tracked(
         &self,
         items: Vec<IntegerSequencedItem>,
         tracking: Tracking,
     ) -> Result<Range<u64>, AppendError> {
-        check_append(&items)?;
-        let mut inner = self.lock();
-        let found = inner.tracking.get(&tracking.follower).copied().unwrap_or(0);
-        if found != tracking.from {
-            return Err(AppendError::TrackingMoved {
-                follower: tracking.follower,
-                expected: tracking.from,
-                found,
-            });
-        }
-        let ids = inner.append(items)?;
-        inner.tracking.insert(tracking.follower, tracking.to);
-        Ok(ids)
+        outcome(
+            async {
+                check_append(&items)?;
+                let mut inner = self.lock();
+                let found = inner.tracking.get(&tracking.follower).copied().unwrap_or(0);
+                if found != tracking.from {
+                    return Err(AppendError::TrackingMoved {
+                        follower: tracking.follower,
+                        expected: tracking.from,
+                        found,
+                    });
+                }
+                let ids = inner.append(items)?;
+                inner.tracking.insert(tracking.follower, tracking.to);
+                Ok(ids)
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.lease.claim", level = "debug", skip_all, fields(backend = "memory", follower = %lease.follower, owner = %lease.owner, outcome = tracing::field::Empty))]
     async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        match inner.leases.get(&lease.follower) {
-            Some(&(owner, expires)) if owner != lease.owner && expires > now => {
-                Ok(LeaseClaim::Taken {
-                    owner,
-                    expires_in: expires - now,
-                })
+        outcome(
+            async {
+                let now = Instant::now();
+                let mut inner = self.lock();
+                match inner.leases.get(&lease.follower) {
+                    Some(&(owner, expires)) if owner != lease.owner && expires > now => {
+                        Ok(LeaseClaim::Taken {
+                            owner,
+                            expires_in: expires - now,
+                        })
+                    }
+                    _ => {
+                        inner
+                            .leases
+                            .insert(lease.follower.clone(), (lease.owner, now + lease.ttl));
+                        Ok(LeaseClaim::Held)
+                    }
+                }
             }
-            _ => {
-                inner
-                    .leases
-                    .insert(lease.follower.clone(), (lease.owner, now + lease.ttl));
-                Ok(LeaseClaim::Held)
-            }
-        }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.lease.release", level = "debug", skip_all, fields(backend = "memory", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
     async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        if inner.leases.get(follower).is_some_and(|(o, _)| *o == owner) {
-            inner.leases.remove(follower);
-        }
-        Ok(())
+        outcome(
+            async {
+                let mut inner = self.lock();
+                if inner.leases.get(follower).is_some_and(|(o, _)| *o == owner) {
+                    inner.leases.remove(follower);
+                }
+                Ok(())
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.find_key", level = "debug", skip_all, fields(backend = "memory", sequence_id = %sequence_id, outcome = tracing::field::Empty))]
     async fn find_key(
         &self,
         sequence_id: Uuid,
         key: &IdempotencyKey,
     ) -> Result<Option<PriorAppend>, StoreError> {
-        Ok(self.lock().keys.get(&(sequence_id, key.clone())).cloned())
+        outcome(async { Ok(self.lock().keys.get(&(sequence_id, key.clone())).cloned()) }.await)
     }
 
+    #[tracing::instrument(name = "eventsmith.select", level = "debug", skip_all, fields(backend = "memory", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select(
         &self,
         sequence_id: Uuid,
         query: &Select<Version>,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        let inner = self.lock();
-        Ok(match inner.sequences.get(&sequence_id) {
-            Some(seq) => select_range(seq, query, |&i| inner.log[i].clone()),
-            None => Vec::new(),
-        })
+        rows(
+            async {
+                let inner = self.lock();
+                Ok(match inner.sequences.get(&sequence_id) {
+                    Some(seq) => select_range(seq, query, |&i| inner.log[i].clone()),
+                    None => Vec::new(),
+                })
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "memory", after = after, limit = limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         after: u64,
         limit: usize,
         topics: &[&str],
     ) -> Result<Vec<Notification>, StoreError> {
-        let inner = self.lock();
-        let start = usize::try_from(after).unwrap_or(usize::MAX);
-        Ok(inner
-            .log
-            .iter()
-            .enumerate()
-            .skip(start)
-            .filter(|(_, item)| topics.is_empty() || topics.contains(&item.topic.as_str()))
-            .take(limit)
-            .map(|(i, item)| Notification {
-                id: i as u64 + 1,
-                item: item.clone(),
-            })
-            .collect())
+        rows(
+            async {
+                let inner = self.lock();
+                let start = usize::try_from(after).unwrap_or(usize::MAX);
+                Ok(inner
+                    .log
+                    .iter()
+                    .enumerate()
+                    .skip(start)
+                    .filter(|(_, item)| topics.is_empty() || topics.contains(&item.topic.as_str()))
+                    .take(limit)
+                    .map(|(i, item)| Notification {
+                        id: i as u64 + 1,
+                        item: item.clone(),
+                    })
+                    .collect())
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.max_notification_id", level = "debug", skip_all, fields(backend = "memory", outcome = tracing::field::Empty))]
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().log.len() as u64)
+        outcome(async { Ok(self.lock().log.len() as u64) }.await)
     }
 
+    #[tracing::instrument(name = "eventsmith.append_timestamped", level = "debug", skip_all, fields(backend = "memory", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), outcome = tracing::field::Empty))]
     async fn append_timestamped(
         &self,
         items: Vec<TimestampSequencedItem>,
     ) -> Result<(), AppendError> {
-        check_batch_unique(&items)?;
-        let mut inner = self.lock();
-        for item in &items {
-            if inner
-                .timestamped
-                .get(&item.sequence_id)
-                .is_some_and(|s| s.contains_key(&item.position))
-            {
-                return Err(AppendError::Conflict {
-                    sequence_id: item.sequence_id,
-                    position: item.position.into(),
-                });
+        outcome(
+            async {
+                check_batch_unique(&items)?;
+                let mut inner = self.lock();
+                for item in &items {
+                    if inner
+                        .timestamped
+                        .get(&item.sequence_id)
+                        .is_some_and(|s| s.contains_key(&item.position))
+                    {
+                        return Err(AppendError::Conflict {
+                            sequence_id: item.sequence_id,
+                            position: item.position.into(),
+                        });
+                    }
+                }
+                for item in items {
+                    inner
+                        .timestamped
+                        .entry(item.sequence_id)
+                        .or_default()
+                        .insert(item.position, item);
+                }
+                Ok(())
             }
-        }
-        for item in items {
-            inner
-                .timestamped
-                .entry(item.sequence_id)
-                .or_default()
-                .insert(item.position, item);
-        }
-        Ok(())
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.select_timestamped", level = "debug", skip_all, fields(backend = "memory", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_timestamped(
         &self,
         sequence_id: Uuid,
         query: &Select<Timestamp>,
     ) -> Result<Vec<TimestampSequencedItem>, StoreError> {
-        let inner = self.lock();
-        Ok(match inner.timestamped.get(&sequence_id) {
-            Some(seq) => select_range(seq, query, Clone::clone),
-            None => Vec::new(),
-        })
+        rows(
+            async {
+                let inner = self.lock();
+                Ok(match inner.timestamped.get(&sequence_id) {
+                    Some(seq) => select_range(seq, query, Clone::clone),
+                    None => Vec::new(),
+                })
+            }
+            .await,
+        )
     }
 }
 
 impl SnapshotStore for MemoryStore {
+    #[tracing::instrument(name = "eventsmith.snapshot.write", level = "debug", skip_all, fields(backend = "memory", sequence_id = %snapshot.sequence_id, position = snapshot.position, outcome = tracing::field::Empty))]
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
-        self.lock()
-            .snapshots
-            .entry(snapshot.sequence_id)
-            .or_default()
-            .insert(snapshot.position, snapshot);
-        Ok(())
+        outcome(
+            async {
+                self.lock()
+                    .snapshots
+                    .entry(snapshot.sequence_id)
+                    .or_default()
+                    .insert(snapshot.position, snapshot);
+                Ok(())
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "memory", sequence_id = %sequence_id, lte = ?lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,
         lte: Option<Version>,
     ) -> Result<Option<IntegerSequencedItem>, StoreError> {
-        let inner = self.lock();
-        Ok(inner.snapshots.get(&sequence_id).and_then(|s| {
-            s.range(..=lte.unwrap_or(Version::MAX))
-                .next_back()
-                .map(|(_, item)| item.clone())
-        }))
+        outcome(
+            async {
+                let inner = self.lock();
+                Ok(inner.snapshots.get(&sequence_id).and_then(|s| {
+                    s.range(..=lte.unwrap_or(Version::MAX))
+                        .next_back()
+                        .map(|(_, item)| item.clone())
+                }))
+            }
+            .await,
+        )
     }
 }
 
 impl Inventory for MemoryStore {
+    #[tracing::instrument(name = "eventsmith.inventory.sequences", level = "debug", skip_all, fields(backend = "memory", kind = ?kind, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
-        let inner = self.lock();
-        let last = |v: Option<Version>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        Ok(match kind {
-            ItemKind::Integer => inner
-                .sequences
-                .iter()
-                .map(|(id, s)| (*id, last(s.keys().next_back().copied())))
-                .collect(),
-            ItemKind::Timestamped => inner
-                .timestamped
-                .iter()
-                .map(|(id, s)| (*id, s.keys().next_back().map_or(0, |t| t.unix_nanos())))
-                .collect(),
-            ItemKind::Snapshots => inner
-                .snapshots
-                .iter()
-                .map(|(id, s)| (*id, last(s.keys().next_back().copied())))
-                .collect(),
-        })
+        rows(
+            async {
+                let inner = self.lock();
+                let last =
+                    |v: Option<Version>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+                Ok(match kind {
+                    ItemKind::Integer => inner
+                        .sequences
+                        .iter()
+                        .map(|(id, s)| (*id, last(s.keys().next_back().copied())))
+                        .collect(),
+                    ItemKind::Timestamped => inner
+                        .timestamped
+                        .iter()
+                        .map(|(id, s)| (*id, s.keys().next_back().map_or(0, |t| t.unix_nanos())))
+                        .collect(),
+                    ItemKind::Snapshots => inner
+                        .snapshots
+                        .iter()
+                        .map(|(id, s)| (*id, last(s.keys().next_back().copied())))
+                        .collect(),
+                })
+            }
+            .await,
+        )
     }
 
+    #[tracing::instrument(name = "eventsmith.inventory.snapshots", level = "debug", skip_all, fields(backend = "memory", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_snapshots(
         &self,
         sequence_id: Uuid,
     ) -> Result<Vec<IntegerSequencedItem>, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .snapshots
-            .get(&sequence_id)
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default())
+        rows(
+            async {
+                let inner = self.lock();
+                Ok(inner
+                    .snapshots
+                    .get(&sequence_id)
+                    .map(|s| s.values().cloned().collect())
+                    .unwrap_or_default())
+            }
+            .await,
+        )
     }
 }
