@@ -59,6 +59,9 @@ impl<E: DomainEvent, S: ItemStore> EventStore<E, S> {
 
     /// Encodes every event, then appends them as one atomic batch; returns their
     /// notification ids. An encoding failure writes nothing.
+    ///
+    /// Dropping the future does not undo the append: it may still commit, as for
+    /// [`ItemStore::append`].
     pub async fn append(&self, events: &[Envelope<E>]) -> Result<Range<u64>, SaveError> {
         let items = events
             .iter()
@@ -70,6 +73,9 @@ impl<E: DomainEvent, S: ItemStore> EventStore<E, S> {
     /// Like [`append`](Self::append), with the idempotency key stored in the same atomic
     /// write: when the key was used before for the aggregate, nothing is written and the
     /// earlier append is returned.
+    ///
+    /// Dropping the future is as for [`ItemStore::append_with_key`]: the append may still
+    /// commit, and a retry with the same key then finds it.
     pub async fn append_with_key(
         &self,
         events: &[Envelope<E>],
@@ -83,6 +89,8 @@ impl<E: DomainEvent, S: ItemStore> EventStore<E, S> {
     }
 
     /// Loads and decodes the events of one aggregate within the query's bounds.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     pub async fn load(
         &self,
         originator_id: Uuid,
@@ -132,17 +140,23 @@ impl<A: Aggregate, S: ItemStore> Repository<A, S> {
     ///
     /// Fails with [`LoadError::NotFound`] when it has no events and
     /// [`LoadError::Discarded`] when it was discarded.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     pub async fn get(&self, id: Uuid) -> Result<Root<A>, LoadError> {
         self.load(id, Select::all()).await
     }
 
     /// The aggregate as it was at `version`.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     pub async fn get_at(&self, id: Uuid, version: Version) -> Result<Root<A>, LoadError> {
         self.load(id, Select::all().lte(version)).await
     }
 
     /// Replays the given events on top of `start`, then checks the result is live.
     /// Snapshotting repositories call this with a state loaded from a snapshot.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     pub async fn load_from(
         &self,
         id: Uuid,
@@ -162,6 +176,8 @@ impl<A: Aggregate, S: ItemStore> Repository<A, S> {
     /// Replays the events after `start` (all of them without a start) up to `until` on top of
     /// it. `None` when there is neither a start nor an event; a discarded aggregate is
     /// returned as such.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     pub async fn replay_from(
         &self,
         id: Uuid,
@@ -184,6 +200,8 @@ impl<A: Aggregate, S: ItemStore> Repository<A, S> {
     }
 
     /// Whether the aggregate exists and is not discarded. Reads only its latest event.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     pub async fn contains(&self, id: Uuid) -> Result<bool, LoadError> {
         match self.events.store().latest(id).await? {
             None => Ok(false),

@@ -100,6 +100,8 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<PriorAppend>, StoreError>> + Send;
 
     /// Selects items of one sequence within the query's bounds, in the query's order.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn select(
         &self,
         sequence_id: Uuid,
@@ -107,6 +109,8 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<IntegerSequencedItem>, StoreError>> + Send;
 
     /// The item at the highest position of a sequence, if any.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn latest(
         &self,
         sequence_id: Uuid,
@@ -118,6 +122,8 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     /// Reads the notification log: items with notification id greater than `after`,
     /// in id order, at most `limit` of them, only of the given topics (all topics when
     /// `topics` is empty).
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn select_notifications(
         &self,
         after: u64,
@@ -126,16 +132,23 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
 
     /// The highest notification id given so far (0 when the log is empty).
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn max_notification_id(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Appends a batch of timestamp-sequenced items atomically; a (sequence id, timestamp)
     /// that already exists is a [`AppendError::Conflict`] and nothing is written.
+    ///
+    /// Dropping the future does not undo the append: it may still commit, as for
+    /// [`append`](Self::append).
     fn append_timestamped(
         &self,
         items: Vec<TimestampSequencedItem>,
     ) -> impl Future<Output = Result<(), AppendError>> + Send;
 
     /// Selects timestamp-sequenced items of one sequence within the query's bounds.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn select_timestamped(
         &self,
         sequence_id: Uuid,
@@ -152,6 +165,8 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
 
     /// The position follower `follower` recorded: the id of the last notification it
     /// applied, 0 before its first page.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn tracking_position(
         &self,
         follower: &str,
@@ -274,6 +289,9 @@ fn no_tracking() -> StoreError {
 /// (a snapshot is a pure function of the events up to its version, so both are equal).
 pub trait SnapshotStore: Clone + Send + Sync + 'static {
     /// Stores a snapshot.
+    ///
+    /// Dropping the future does not undo the write: the snapshot may still be stored (a
+    /// snapshot is a cache, so either way is consistent).
     fn write_snapshot(
         &self,
         snapshot: IntegerSequencedItem,
@@ -281,6 +299,8 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
 
     /// The snapshot of `sequence_id` at the highest version at or below `lte` (any version
     /// when `None`).
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn latest_snapshot(
         &self,
         sequence_id: Uuid,
@@ -304,12 +324,16 @@ pub enum ItemKind {
 pub trait Inventory: ItemStore + SnapshotStore {
     /// Every sequence of one kind with its highest position (a version, or a timestamp's
     /// nanoseconds), in no particular order.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn list_sequences(
         &self,
         kind: ItemKind,
     ) -> impl Future<Output = Result<Vec<(Uuid, i64)>, StoreError>> + Send;
 
     /// Every snapshot of one sequence, oldest first.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
     fn select_snapshots(
         &self,
         sequence_id: Uuid,

@@ -226,6 +226,10 @@ impl<E: DomainEvent> EventBus<E> {
     /// Calls every subscriber whose filter accepts any of `events`, in registration order,
     /// each with the accepted events, and returns once all have returned. Failures do not stop
     /// the others; they are returned together.
+    ///
+    /// Dropping the future stops the calls part-way: subscribers already called keep what they
+    /// did, later ones are not called (publication is at most once; effects that must happen
+    /// follow the stored log).
     pub async fn publish(&self, events: &[Envelope<E>]) -> Result<(), PublishError> {
         // Copy the list so that no lock is held while handlers run (they may subscribe).
         let subscriptions = self

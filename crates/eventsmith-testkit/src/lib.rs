@@ -21,6 +21,9 @@
 //! A store that lacks an optional capability declares it in [`Capabilities`]; the cases of
 //! that capability then check that it fails with [`StoreError::Unsupported`] and print the
 //! reason, instead of silently passing.
+//!
+//! Every case is a test body: dropping its future stops the case part-way, leaving what it
+//! wrote so far in the store (fresh sequence ids keep that from disturbing other cases).
 
 pub mod application;
 pub mod cases;
