@@ -670,3 +670,64 @@ async fn a_url_with_several_contact_points_connects_through_a_live_one() {
     assert!(err.is_retryable());
     assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
+
+/// A keyed append whose answer is lost, dropped at a different moment each round (before
+/// the request, while it is in flight, while its outcome is being resolved, after): the
+/// store is left consistent, and the retry with the same key applies the events exactly
+/// once (issue 18's cancellation case for Cassandra).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_append_dropped_while_its_outcome_is_resolved_applies_once_on_retry() {
+    let Some((store, proxy)) = proxied_store().await else {
+        return;
+    };
+    let traces = eventsmith_testkit::traces::Collector::new();
+    let _traced = tracing::subscriber::set_default(traces.clone());
+    let mut dropped_while_resolving = 0;
+    for round in 0..40u64 {
+        let id = Uuid::new_v4();
+        let key = eventsmith_core::IdempotencyKey::new(format!("drop-{round}")).unwrap();
+        let items: Vec<_> = (1..=2).map(|v| item(id, v, "dropped, cut here")).collect();
+        traces.clear();
+        proxy.mode.store(CUT_AFTER_REQUEST, Ordering::SeqCst);
+        // 0 to 152 ms, closer together at first: the cut, the driver noticing it and the
+        // SERIAL read that resolves the outcome take tens of milliseconds on loopback.
+        let delay = Duration::from_micros(round * round * 100);
+        let first = tokio::time::timeout(delay, store.append_with_key(items.clone(), &key)).await;
+        proxy.mode.store(PASS, Ordering::SeqCst);
+        let unknown = !traces.events_saying("append outcome unknown").is_empty();
+        let resolved = !traces.events_saying("unknown outcome resolved").is_empty();
+        if first.is_err() && unknown && !resolved {
+            dropped_while_resolving += 1;
+        }
+        // The retry, as a client would send after its request timed out.
+        let retry = store
+            .append_with_key(items.clone(), &key)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the retry failed: {e}"));
+        match (&first, &retry) {
+            (Ok(Ok(eventsmith_core::KeyedAppend::Appended(_))), r) => assert!(
+                matches!(r, eventsmith_core::KeyedAppend::AlreadyApplied(_)),
+                "round {round}: the first append completed, the retry must find it: {r:?}"
+            ),
+            (Ok(other), _) => panic!("round {round}: the first append failed: {other:?}"),
+            (Err(_), _) => {} // dropped: either outcome is right, once
+        }
+        assert_eq!(
+            store.select(id, &Select::all()).await.unwrap(),
+            items,
+            "round {round} (dropped after {delay:?}): the events are there exactly once"
+        );
+        assert!(
+            matches!(
+                store.find_key(id, &key).await.unwrap(),
+                Some(prior) if prior.versions == (1..=2)
+            ),
+            "round {round}: the key names the append"
+        );
+    }
+    eprintln!("{dropped_while_resolving} of 40 rounds dropped the append while it was resolved");
+    assert!(
+        dropped_while_resolving > 0,
+        "no round dropped the append while its outcome was being resolved; widen the delays"
+    );
+}
