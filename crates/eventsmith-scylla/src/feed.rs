@@ -186,11 +186,15 @@ pub(crate) async fn create(
         .await
         .map_err(backend)?;
     match read_settings(session, config).await? {
-        Some((slices, bucket_us, _)) if slices == feed.slices && bucket_us == micros(feed.bucket) => {
+        Some((slices, bucket_us, _))
+            if slices == feed.slices && bucket_us == micros(feed.bucket) =>
+        {
             Ok(())
         }
         Some((slices, bucket_us, _)) => Err(mismatch(ks, feed, slices, bucket_us)),
-        None => Err(backend("the feed's settings were written but cannot be read")),
+        None => Err(backend(
+            "the feed's settings were written but cannot be read",
+        )),
     }
 }
 
@@ -322,8 +326,7 @@ fn intent_of(row: IntentRow) -> Result<Intent, StoreError> {
         topics.unwrap_or_default(),
         states.unwrap_or_default(),
     );
-    if positions.is_empty() || positions.len() != topics.len() || positions.len() != states.len()
-    {
+    if positions.is_empty() || positions.len() != topics.len() || positions.len() != states.len() {
         return Err(StoreError::Corrupt {
             detail: format!("feed intent {commit_id} has inconsistent rows"),
         });
@@ -451,7 +454,11 @@ impl FromStr for FeedPosition {
             .split('/')
             .map(str::parse)
             .collect::<Result<Vec<SlicePosition>, _>>()?;
-        if slices.iter().enumerate().any(|(i, p)| p.slice as usize != i) {
+        if slices
+            .iter()
+            .enumerate()
+            .any(|(i, p)| p.slice as usize != i)
+        {
             return Err(bad_position(s));
         }
         Ok(FeedPosition { slices })
@@ -474,8 +481,9 @@ pub struct FeedPage {
     pub appends: Vec<FeedAppend>,
     /// The position to read the next page after.
     pub position: SlicePosition,
-    /// Intents voided in this read (another commit holds their positions).
-    pub voided: usize,
+    /// The intents voided in this read, as (sequence id, commit id): another commit holds
+    /// their positions, so those appends never applied and never will.
+    pub voided: Vec<(Uuid, Uuid)>,
     /// Intents still waiting for their writer (or a helper): read again later.
     pub waiting: usize,
 }
@@ -652,10 +660,7 @@ impl CassandraStore {
         let feed = self.feed()?;
         if after.slice >= feed.slices {
             return Err(StoreError::Config {
-                detail: format!(
-                    "slice {} of a feed of {} slices",
-                    after.slice, feed.slices
-                ),
+                detail: format!("slice {} of a feed of {} slices", after.slice, feed.slices),
             });
         }
         let now = now_us();
@@ -663,8 +668,13 @@ impl CassandraStore {
         // Intents after the horizon, in (ts, commit id) order, bucket after bucket; writers
         // whose clocks run ahead write into later buckets, up to a window ahead.
         let mut intents = Vec::new();
-        let first = position.horizon.saturating_add(1).div_euclid(feed.bucket_us);
-        let last = now.saturating_add(feed.window_us).div_euclid(feed.bucket_us);
+        let first = position
+            .horizon
+            .saturating_add(1)
+            .div_euclid(feed.bucket_us);
+        let last = now
+            .saturating_add(feed.window_us)
+            .div_euclid(feed.bucket_us);
         for bucket in first..=last {
             let mut paging = PagingState::start();
             loop {
@@ -696,7 +706,7 @@ impl CassandraStore {
             }
         }
         let limit = limit.max(1);
-        let (mut voided, mut waiting) = (0, 0);
+        let (mut voided, mut waiting) = (Vec::new(), 0);
         let mut delivered: Vec<Intent> = Vec::new();
         let mut waiting_sequences = HashSet::new();
         // The earliest intent not settled by this read: the horizon stays before it.
@@ -719,7 +729,7 @@ impl CassandraStore {
                 }
                 Settled::Void => {
                     position.settled.insert(intent.commit_id, intent.ts);
-                    voided += 1;
+                    voided.push((intent.sequence_id, intent.commit_id));
                 }
                 Settled::Wait => {
                     waiting += 1;
@@ -740,7 +750,7 @@ impl CassandraStore {
             .fetch_add(delivered.len() as u64, Ordering::Relaxed);
         feed.stats
             .voided
-            .fetch_add(voided as u64, Ordering::Relaxed);
+            .fetch_add(voided.len() as u64, Ordering::Relaxed);
         Ok(FeedPage {
             appends: in_version_order(delivered),
             position,

@@ -45,10 +45,7 @@ pub const DELAY: Duration = Duration::from_secs(30);
 /// not appear) at least once, in version order per sequence, within [`DELAY`], with the
 /// payloads stored; one it does not claim is not asked for, and fails with `Unsupported` when
 /// read anyway.
-pub async fn feed_matches_the_capability<S: ItemStore, R: FeedReader>(
-    store: S,
-    reader: Option<R>,
-) {
+pub async fn feed_matches_the_capability<S: ItemStore, R: FeedReader>(store: S, reader: Option<R>) {
     let mut reader = match (store.capabilities().feed, reader) {
         (Support::Missing { reason }, None) => {
             eprintln!("feed case not applicable, capability missing: {reason}");

@@ -106,8 +106,7 @@ pub(crate) fn feed_settings() -> eventsmith_scylla::FeedConfig {
 /// The configuration of this run's feed keyspace on `address`.
 #[allow(dead_code)]
 pub(crate) fn feed_config(address: &str) -> CassandraConfig {
-    let mut config =
-        CassandraConfig::new([address], &format!("{}_feed", keyspace())).unwrap();
+    let mut config = CassandraConfig::new([address], &format!("{}_feed", keyspace())).unwrap();
     config.replication = Some(eventsmith_scylla::Replication::Simple {
         replication_factor: 1,
     });
