@@ -309,7 +309,6 @@ async fn a_writer_that_dies_after_its_intent_is_completed_by_a_reader() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         task.abort(); // the writer dies
-        let helped = reader_store.feed_stats().helped;
         assert!(task.await.unwrap_err().is_cancelled());
         proxy.plan(0, 0, Action::Swallow);
         assert!(
@@ -332,8 +331,6 @@ async fn a_writer_that_dies_after_its_intent_is_completed_by_a_reader() {
             items,
             "the aggregate's log has it"
         );
-        // Helped by this reader, or by another test's reader of the same keyspace.
-        assert!(reader_store.feed_stats().helped >= helped);
         if batch > 1 {
             // The helper sent the key with the rows: the command is known as applied.
             let again = reader_store
