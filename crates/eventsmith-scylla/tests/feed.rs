@@ -257,8 +257,9 @@ impl Reader {
             }
             assert!(
                 Instant::now() < deadline,
-                "not delivered within {limit:?}: {:?}",
-                self.delivered
+                "not delivered within {limit:?} ({} items delivered, {} intents voided)",
+                self.delivered.len(),
+                self.voided.len()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
