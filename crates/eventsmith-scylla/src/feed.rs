@@ -905,6 +905,48 @@ mod tests {
         }
     }
 
+    fn intent(sequence_id: Uuid, positions: &[i64], ts: i64) -> Intent {
+        Intent {
+            ts,
+            commit_id: Uuid::new_v4(),
+            sequence_id,
+            positions: positions.to_vec(),
+            topics: positions.iter().map(|_| "t".to_owned()).collect(),
+            states: positions
+                .iter()
+                .map(|p| p.to_string().into_bytes())
+                .collect(),
+            key: None,
+        }
+    }
+
+    /// Writers' clocks may disagree: a sequence's later append may carry the earlier
+    /// timestamp. A page delivers each sequence in version order, keeping the slots of the
+    /// read order across sequences.
+    #[test]
+    fn a_page_delivers_each_sequence_in_version_order() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let delivered = in_version_order(vec![
+            intent(a, &[3], 1),
+            intent(b, &[1], 2),
+            intent(a, &[1, 2], 3),
+            intent(b, &[2], 4),
+        ]);
+        let order: Vec<(Uuid, Vec<u64>)> = delivered
+            .iter()
+            .map(|d| {
+                (
+                    d.items[0].sequence_id,
+                    d.items.iter().map(|i| i.position).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![(a, vec![1, 2]), (b, vec![1]), (a, vec![3]), (b, vec![2])]
+        );
+    }
+
     #[test]
     fn slices_are_stable() {
         let id = Uuid::from_u128(130);
