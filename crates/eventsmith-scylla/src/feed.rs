@@ -19,7 +19,11 @@
 //!    intent may be stored and a reader may complete it). An intent acknowledged later than
 //!    half the [window](FeedConfig::window) after its `ts` is not followed by the
 //!    transaction either, and the append is reported as outcome-unknown for the same reason.
-//! 2. **Commit.** The usual lightweight transaction, carrying the same commit id.
+//! 2. **Commit.** The usual lightweight transaction, carrying the same commit id. Once the
+//!    intent is stored, a transaction that fails for sure (overloaded, unavailable) is reported
+//!    as outcome-unknown too, never as a failure: a reader cannot tell a failed writer from a
+//!    dead one, and may complete the append. A refused transaction is a conflict (the intent
+//!    can never apply: its positions are taken).
 //! 3. **Read.** A reader of a slice reads the intents after its position's horizon, and
 //!    settles each one it has not settled before by a SERIAL read of the item rows at the
 //!    intent's positions: rows with the intent's commit id: *deliver*; rows of another commit:
@@ -667,6 +671,8 @@ impl CassandraStore {
         let mut position = after.clone();
         // Intents after the horizon, in (ts, commit id) order, bucket after bucket; writers
         // whose clocks run ahead write into later buckets, up to a window ahead.
+        // At most one more than `limit`: the first left for the next read.
+        let limit = limit.max(1);
         let mut intents = Vec::new();
         let first = position
             .horizon
@@ -676,6 +682,9 @@ impl CassandraStore {
             .saturating_add(feed.window_us)
             .div_euclid(feed.bucket_us);
         for bucket in first..=last {
+            if intents.len() > limit {
+                break;
+            }
             let mut paging = PagingState::start();
             loop {
                 let (result, response) = self
@@ -699,13 +708,15 @@ impl CassandraStore {
                         intents.push(intent);
                     }
                 }
+                if intents.len() > limit {
+                    break;
+                }
                 match response.into_paging_control_flow() {
                     std::ops::ControlFlow::Break(()) => break,
                     std::ops::ControlFlow::Continue(next) => paging = next,
                 }
             }
         }
-        let limit = limit.max(1);
         let (mut voided, mut waiting) = (Vec::new(), 0);
         let mut delivered: Vec<Intent> = Vec::new();
         let mut waiting_sequences = HashSet::new();

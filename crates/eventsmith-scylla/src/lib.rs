@@ -48,6 +48,10 @@
 //! - There is no global notification log ([`Capabilities::notifications`] is missing): an item
 //!   and a log entry cannot be written atomically, and an LWT-sequenced log would cost two or
 //!   more Paxos rounds per append on one hot partition. ARCHITECTURE.md compares the options.
+//!   What it offers instead is the [feed](feed) ([`Capabilities::feed`], opt-in per keyspace
+//!   with [`CassandraConfig::feed`]): every committed append, across aggregates, at least
+//!   once, in version order per sequence, completed by its readers when its writer died
+//!   between its two steps; one more write per append.
 //!
 //! # Consistency
 //!
@@ -1054,9 +1058,29 @@ impl CassandraStore {
         };
         // With a feed, the intent first (see the feed module): if it cannot be written, the
         // append fails before anything of it is committed.
-        if let (Table::Integer, Some(feed)) = (table, &self.inner.feed) {
+        let intent = if let (Table::Integer, Some(feed)) = (table, &self.inner.feed) {
             self.write_intent(feed, commit_id, &values, key).await?;
-        }
+            true
+        } else {
+            false
+        };
+        // A transaction that failed for sure, after an intent: a feed reader may still send
+        // it (it cannot tell a dead writer from a failed one), so the outcome is unknown.
+        let definite = |e: StoreError| -> AppendError {
+            if intent {
+                tracing::warn!(%commit_id, error = %e, "the append's transaction failed after its feed intent; a reader may still complete it");
+                StoreError::OutcomeUnknown {
+                    commit_id,
+                    source: format!(
+                        "{e}; the feed intent is stored, so a reader may still complete the append"
+                    )
+                    .into(),
+                }
+                .into()
+            } else {
+                e.into()
+            }
+        };
         let mut sent = self.send_lwt(table, &values, key).await;
         for attempt in 0..self.inner.config.resolve_attempts {
             if attempt > 0 {
@@ -1066,7 +1090,7 @@ impl CassandraStore {
             match sent {
                 Ok(Applied::Yes) => return Ok(None),
                 Ok(Applied::No { existing }) => return not_applied(existing).await,
-                Err(Failure::Definite(e)) => return Err(e.into()),
+                Err(Failure::Definite(e)) => return Err(definite(e)),
                 Err(Failure::Unknown(e)) => {
                     // WARN once: rare, and an operator wants to know the cluster lost an
                     // answer; the retries of one resolution are DEBUG.
@@ -1114,7 +1138,7 @@ impl CassandraStore {
         match sent {
             Ok(Applied::Yes) => Ok(None),
             Ok(Applied::No { existing }) => not_applied(existing).await,
-            Err(Failure::Definite(e)) => Err(e.into()),
+            Err(Failure::Definite(e)) => Err(definite(e)),
             Err(Failure::Unknown(source)) => {
                 tracing::error!(%commit_id, %sequence_id, error = %source, "append outcome still unknown after every resolution attempt");
                 self.inner

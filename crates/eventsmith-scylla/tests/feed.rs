@@ -52,6 +52,9 @@ enum Action {
     Swallow,
     /// Forward it after this long, while the connection's other requests go on.
     Delay(Duration),
+    /// Do not forward it; answer it with an `Overloaded` error, which says for sure that it
+    /// was not applied.
+    Overloaded,
 }
 
 /// What the proxy does to marked EXECUTE or BATCH requests: let `skip` of them through, then
@@ -123,11 +126,31 @@ async fn relay(
     acted: Arc<AtomicUsize>,
     forwarded: Arc<AtomicUsize>,
 ) {
-    let (mut client_read, mut client_write) = client.into_split();
+    let (mut client_read, client_write) = client.into_split();
     let (mut server_read, server_write) = server.into_split();
     let server_write = Arc::new(Mutex::new(server_write));
-    let answers =
-        tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+    let client_write = Arc::new(Mutex::new(client_write));
+    let answers = {
+        let client_write = client_write.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match server_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if client_write
+                    .lock()
+                    .await
+                    .write_all(&buf[..n])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
     let mut header = [0u8; 9];
     loop {
         if client_read.read_exact(&mut header).await.is_err() {
@@ -161,6 +184,20 @@ async fn relay(
             }
             Some(Action::Swallow) => {
                 acted.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(Action::Overloaded) => {
+                acted.fetch_add(1, Ordering::SeqCst);
+                // An ERROR frame (opcode 0) on the request's stream: code 0x1001, a message.
+                let message = b"overloaded by the test proxy";
+                let mut frame = vec![header[0] | 0x80, 0, header[2], header[3], 0x00];
+                let mut error = 0x1001i32.to_be_bytes().to_vec();
+                error.extend((message.len() as u16).to_be_bytes());
+                error.extend(message);
+                frame.extend((error.len() as u32).to_be_bytes());
+                frame.extend(error);
+                if client_write.lock().await.write_all(&frame).await.is_err() {
+                    break;
+                }
             }
             Some(Action::Delay(delay)) => {
                 acted.fetch_add(1, Ordering::SeqCst);
@@ -396,6 +433,36 @@ async fn a_writer_delayed_past_help_after_loses_to_a_helper_and_succeeds() {
             "written once"
         );
     }
+}
+
+/// (1b) The transaction fails for sure after the intent was stored (the proxy answers it with
+/// `Overloaded`): the writer reports an unknown outcome, never a failure, since a reader
+/// cannot tell it from a dead writer; and a reader completes the append, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_fails_after_its_intent_is_outcome_unknown_and_completed() {
+    let Some((writer, proxy)) = proxied(|_| ()).await else {
+        return;
+    };
+    let reader_store = common::feed_store(timings()).await.unwrap();
+    let mut reader = Reader::new(&reader_store);
+    let id = Uuid::new_v4();
+    let items = vec![item(id, 1, "overloaded, feed proxy")];
+    proxy.plan(1, 1, Action::Overloaded);
+    let err = writer.append(items.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, AppendError::Store(StoreError::OutcomeUnknown { .. })),
+        "{err}"
+    );
+    assert_eq!(proxy.acted.load(Ordering::SeqCst), 1);
+    reader
+        .until(Duration::from_secs(10), |r| r.of(&[id]).len() == 1)
+        .await;
+    reader.for_a_while(Duration::from_millis(1000)).await;
+    assert_eq!(reader.of(&[id]), items, "delivered exactly once");
+    assert_eq!(
+        reader_store.select(id, &Select::all()).await.unwrap(),
+        items
+    );
 }
 
 /// (3) Two writers race for the same versions, 10 rounds: each round one wins and is
