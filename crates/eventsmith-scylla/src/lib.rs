@@ -48,7 +48,7 @@
 //! - There is no global notification log ([`Capabilities::notifications`] is missing): an item
 //!   and a log entry cannot be written atomically, and an LWT-sequenced log would cost two or
 //!   more Paxos rounds per append on one hot partition. ARCHITECTURE.md compares the options.
-//!   What it offers instead is the [feed](feed) ([`Capabilities::feed`], opt-in per keyspace
+//!   What it offers instead is the [feed] ([`Capabilities::feed`], opt-in per keyspace
 //!   with [`CassandraConfig::feed`]): every committed append, across aggregates, at least
 //!   once, in version order per sequence, completed by its readers when its writer died
 //!   between its two steps; one more write per append.
@@ -88,7 +88,7 @@ pub use projection::{CqlParam, CqlWrite};
 /// The version of the keyspace's tables this build creates and reads, stamped in its
 /// `eventsmith_schema` table by [`CassandraStore::create_schema`] and checked by
 /// [`CassandraStore::connect`]: 1 was before idempotency keys, 2 has them, 3 has the
-/// [feed](feed)'s tables.
+/// [feed]'s tables.
 pub const SCHEMA_VERSION: i32 = 3;
 
 use eventsmith_core::backend::{
@@ -183,7 +183,7 @@ pub struct CassandraConfig {
     /// a new connection. This is what takes a frozen node (SIGSTOP, a long GC pause, a hung
     /// host, whose TCP connections stay open) out of the rotation.
     pub heartbeat_timeout: Duration,
-    /// The [feed](feed) of appends across aggregates: `Some` makes
+    /// The [feed] of appends across aggregates: `Some` makes
     /// [`CassandraStore::create_schema`] give the keyspace one (its slice count and bucket
     /// width are then fixed), and makes [`CassandraStore::connect`] require it. The feed is
     /// the keyspace's: every store on a keyspace that has one writes to it, whatever this
@@ -331,7 +331,7 @@ impl std::str::FromStr for CassandraConfig {
     /// - `consistency=quorum|local_quorum`, `serial_consistency=serial|local_serial`;
     /// - `request_timeout_ms=N` (`0` for none), `connect_timeout_ms=N`,
     ///   `heartbeat_interval_ms=N`, `heartbeat_timeout_ms=N`;
-    /// - `feed_slices=N`: a [feed](feed) of N slices, the other feed settings by default.
+    /// - `feed_slices=N`: a [feed] of N slices, the other feed settings by default.
     ///
     /// Unknown parameters are refused, so that a misspelt one is not silently ignored.
     ///
