@@ -465,6 +465,64 @@ async fn a_transaction_that_fails_after_its_intent_is_outcome_unknown_and_comple
     );
 }
 
+/// (1c) An intent acknowledged later than half the window after its timestamp (held 2.5 s,
+/// the window is 4 s) is not committed by its writer, which reports an unknown outcome; it
+/// reached the table within the window, so a reader still settles it (here: completes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_acknowledged_too_late_is_not_committed_by_its_writer() {
+    let Some((writer, proxy)) = proxied(|_| ()).await else {
+        return;
+    };
+    let reader_store = common::feed_store(timings()).await.unwrap();
+    let mut reader = Reader::new(&reader_store);
+    let id = Uuid::new_v4();
+    let items = vec![item(id, 1, "slow intent, feed proxy")];
+    proxy.plan(0, 1, Action::Delay(Duration::from_millis(2500)));
+    let err = writer.append(items.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, AppendError::Store(StoreError::OutcomeUnknown { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("half the feed window"), "{err}");
+    reader
+        .until(Duration::from_secs(10), |r| r.of(&[id]).len() == 1)
+        .await;
+    reader.for_a_while(Duration::from_millis(1000)).await;
+    assert_eq!(reader.of(&[id]), items, "completed by a reader, once");
+    assert_eq!(
+        reader_store.select(id, &Select::all()).await.unwrap(),
+        items
+    );
+}
+
+/// (1d) An intent whose write times out (the proxy swallows it; 1 s request timeout) is
+/// written again, the same row, and the append goes on and succeeds, delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_write_that_times_out_is_sent_again() {
+    let Some((writer, proxy)) = proxied(|c| {
+        c.request_timeout = Some(Duration::from_secs(1));
+    })
+    .await
+    else {
+        return;
+    };
+    let reader_store = common::feed_store(timings()).await.unwrap();
+    let mut reader = Reader::new(&reader_store);
+    let id = Uuid::new_v4();
+    let items = vec![item(id, 1, "lost intent, feed proxy")];
+    proxy.plan(0, 1, Action::Swallow);
+    writer
+        .append(items.clone())
+        .await
+        .expect("the intent is sent again, then the transaction");
+    assert_eq!(proxy.acted.load(Ordering::SeqCst), 1);
+    reader
+        .until(Duration::from_secs(10), |r| r.of(&[id]).len() == 1)
+        .await;
+    reader.for_a_while(Duration::from_millis(1000)).await;
+    assert_eq!(reader.of(&[id]), items, "delivered once");
+}
+
 /// (3) Two writers race for the same versions, 10 rounds: each round one wins and is
 /// delivered, the other is voided; nothing is left waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
