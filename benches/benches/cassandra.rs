@@ -3,7 +3,10 @@
 //! load of one 10,000-event aggregate. Beside them, raw scylla-driver baselines on the same
 //! table, measured in the same run and interleaved with eventsmith's (one of each in turn,
 //! alternating which goes first, so the machine's noise falls on both): a single LWT insert, a 10-row conditional batch, and
-//! a paged select (pages of 1,000) of the 10,000-event partition, decoded. Percentiles need
+//! a paged select (pages of 1,000) of the 10,000-event partition, decoded. The `feed` group:
+//! the cost per append of the feed (a keyspace with a 64-slice feed against one without, a
+//! single event and 10-event batches, interleaved the same way), and a reader's poll of all
+//! 64 slices. Percentiles need
 //! every sample, so this bench measures by hand and writes `target/criterion/cassandra.json`,
 //! which `cargo xtask bench` reads.
 
@@ -143,10 +146,12 @@ async fn run(address: &str) -> serde_json::Value {
     loads.sort();
     let median = loads[loads.len() / 2];
     let baselines = baselines(&store, &mapper, address, id).await;
+    let feed = feed(&store, &mapper, address).await;
     serde_json::json!({
         "writers": writers,
         "load_10000": { "median_ms": median.as_secs_f64() * 1e3, "events_per_s": 10_000.0 / median.as_secs_f64(), "rounds": rounds },
         "baselines": baselines,
+        "feed": feed,
     })
 }
 
@@ -322,4 +327,92 @@ async fn baselines(
             "rate_ratio": raw_median.as_secs_f64() / median.as_secs_f64(),
         },
     })
+}
+
+/// The feed's cost per append: appends to a keyspace with a 64-slice feed (an intent write,
+/// then the transaction) against the same appends to the keyspace without one, interleaved,
+/// alternating which goes first; `p50_ratio`/`p99_ratio` are with the feed over without.
+/// Then the appends made are read back through the feed: the time of one poll of all 64
+/// slices once caught up, and the rate at which a reader settles and delivers a backlog.
+async fn feed(
+    plain: &CassandraStore,
+    mapper: &EventMapper<BenchEvent>,
+    address: &str,
+) -> serde_json::Value {
+    let mut config = CassandraConfig::new([address], "eventsmith_bench_feed").unwrap();
+    config.replication = Some(eventsmith_scylla::Replication::Simple {
+        replication_factor: 1,
+    });
+    config.feed = Some(eventsmith_scylla::FeedConfig::default());
+    CassandraStore::create_schema(&config).await.unwrap();
+    let with_feed = CassandraStore::connect(config).await.unwrap();
+    let start = with_feed.feed_now().unwrap();
+    let mut appended = 0usize;
+
+    let mut groups = Vec::new();
+    for (name, events, n) in [
+        ("single", 1u64, size(400, 100)),
+        ("batch_10", 10, size(200, 60)),
+    ] {
+        let (mut ours, mut without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for i in 0..n {
+            for turn in [i % 2, 1 - i % 2] {
+                let id = Uuid::new_v4();
+                let items: Vec<_> = (1..=events).map(|v| encoded(mapper, id, v)).collect();
+                let t = Instant::now();
+                if turn == 0 {
+                    with_feed.append(items).await.unwrap();
+                    ours.push(t.elapsed());
+                    appended += events as usize;
+                } else {
+                    plain.append(items).await.unwrap();
+                    without.push(t.elapsed());
+                }
+            }
+        }
+        // `compare` names the second set "raw": here, the store without a feed.
+        groups.push((name, compare(ours, without)));
+    }
+
+    // Read the backlog back: every append delivered once.
+    let t = Instant::now();
+    let mut position = start;
+    let mut delivered = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered < appended {
+        assert!(
+            Instant::now() < deadline,
+            "the feed delivered {delivered} of {appended}"
+        );
+        let (appends, next) = with_feed.read_feed(&position, 1000).await.unwrap();
+        delivered += appends.iter().map(|a| a.items.len()).sum::<usize>();
+        position = next;
+    }
+    let backlog = t.elapsed();
+    assert_eq!(delivered, appended, "delivered exactly once");
+    let mut polls = Vec::new();
+    for _ in 0..size(20, 5) {
+        let t = Instant::now();
+        let (_, next) = with_feed.read_feed(&position, 1000).await.unwrap();
+        polls.push(t.elapsed());
+        position = next;
+    }
+    polls.sort();
+    let mut report = serde_json::Map::new();
+    for (name, group) in groups {
+        report.insert(format!("append_{name}"), group);
+    }
+    report.insert(
+        "backlog".into(),
+        serde_json::json!({
+            "items": delivered,
+            "ms": backlog.as_secs_f64() * 1e3,
+            "items_per_s": delivered as f64 / backlog.as_secs_f64(),
+        }),
+    );
+    report.insert(
+        "poll_64_slices".into(),
+        serde_json::json!({ "p50_ms": percentile(&polls, 0.5), "max_ms": percentile(&polls, 1.0) }),
+    );
+    serde_json::Value::Object(report)
 }

@@ -131,6 +131,9 @@ impl ItemStore for MemoryStore {
             notifications: Support::Yes,
             timestamped: Support::Yes,
             cross_sequence_batches: Support::Yes,
+            feed: Support::Missing {
+                reason: "the notification log is this store's feed (gapless, in commit order): follow it instead",
+            },
         }
     }
 

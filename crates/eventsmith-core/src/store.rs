@@ -36,6 +36,14 @@ pub struct Capabilities {
     /// (they append one aggregate at a time); a store without it fails such a batch with
     /// [`StoreError::Unsupported`] and writes nothing.
     pub cross_sequence_batches: Support,
+    /// A feed of every committed append across aggregates that is not the notification log:
+    /// each append delivered at least once, in version order per sequence, within a stated
+    /// delay, even when its writer died between its steps, but with no global order and no
+    /// gapless ids (Cassandra's, configured per keyspace, read through the backend's own
+    /// API). A store with [`notifications`](Self::notifications) has no need of one: its log
+    /// is a stronger feed. The conformance suite asks a store for its feed only when it
+    /// claims one.
+    pub feed: Support,
 }
 
 /// A store of sequenced items: the one trait every backend implements.

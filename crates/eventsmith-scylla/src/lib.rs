@@ -48,6 +48,10 @@
 //! - There is no global notification log ([`Capabilities::notifications`] is missing): an item
 //!   and a log entry cannot be written atomically, and an LWT-sequenced log would cost two or
 //!   more Paxos rounds per append on one hot partition. ARCHITECTURE.md compares the options.
+//!   What it offers instead is the [feed] ([`Capabilities::feed`], opt-in per keyspace
+//!   with [`CassandraConfig::feed`]): every committed append, across aggregates, at least
+//!   once, in version order per sequence, completed by its readers when its writer died
+//!   between its two steps; one more write per append.
 //!
 //! # Consistency
 //!
@@ -55,6 +59,7 @@
 //! [`SerialConsistency`] (SERIAL or LOCAL_SERIAL). One store never mixes serial levels on the
 //! same data; give every writer of a keyspace the same configuration.
 
+pub mod feed;
 mod projection;
 
 use std::collections::HashMap;
@@ -77,12 +82,14 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
+pub use feed::{FeedAppend, FeedConfig, FeedPage, FeedPosition, FeedStats, SlicePosition};
 pub use projection::{CqlParam, CqlWrite};
 
 /// The version of the keyspace's tables this build creates and reads, stamped in its
 /// `eventsmith_schema` table by [`CassandraStore::create_schema`] and checked by
-/// [`CassandraStore::connect`]: 1 was before idempotency keys, 2 has them.
-pub const SCHEMA_VERSION: i32 = 2;
+/// [`CassandraStore::connect`]: 1 was before idempotency keys, 2 has them, 3 has the
+/// [feed]'s tables.
+pub const SCHEMA_VERSION: i32 = 3;
 
 use eventsmith_core::backend::{
     check_append, check_batch_unique, check_version, keyed_batch, outcome, rows,
@@ -176,6 +183,12 @@ pub struct CassandraConfig {
     /// a new connection. This is what takes a frozen node (SIGSTOP, a long GC pause, a hung
     /// host, whose TCP connections stay open) out of the rotation.
     pub heartbeat_timeout: Duration,
+    /// The [feed] of appends across aggregates: `Some` makes
+    /// [`CassandraStore::create_schema`] give the keyspace one (its slice count and bucket
+    /// width are then fixed), and makes [`CassandraStore::connect`] require it. The feed is
+    /// the keyspace's: every store on a keyspace that has one writes to it, whatever this
+    /// says, at one more write per append. `None` by default.
+    pub feed: Option<FeedConfig>,
 }
 
 impl CassandraConfig {
@@ -229,6 +242,7 @@ impl CassandraConfig {
             connections_per_node: None,
             heartbeat_interval: Duration::from_secs(3),
             heartbeat_timeout: Duration::from_secs(3),
+            feed: None,
         })
     }
 
@@ -316,7 +330,8 @@ impl std::str::FromStr for CassandraConfig {
     /// - `replication=DC:N[;DC:N…]`: `NetworkTopologyStrategy` (not with `replication_factor`);
     /// - `consistency=quorum|local_quorum`, `serial_consistency=serial|local_serial`;
     /// - `request_timeout_ms=N` (`0` for none), `connect_timeout_ms=N`,
-    ///   `heartbeat_interval_ms=N`, `heartbeat_timeout_ms=N`.
+    ///   `heartbeat_interval_ms=N`, `heartbeat_timeout_ms=N`;
+    /// - `feed_slices=N`: a [feed] of N slices, the other feed settings by default.
     ///
     /// Unknown parameters are refused, so that a misspelt one is not silently ignored.
     ///
@@ -431,9 +446,18 @@ impl std::str::FromStr for CassandraConfig {
                         config.heartbeat_timeout = every;
                     }
                 }
+                "feed_slices" => {
+                    let slices = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        config_error(format!("feed_slices={value:?} is not a positive number"))
+                    })?;
+                    config.feed = Some(FeedConfig {
+                        slices,
+                        ..FeedConfig::default()
+                    });
+                }
                 other => {
                     return Err(config_error(format!(
-                        "{url:?}: unknown parameter {other:?} (known: replication_factor, replication, consistency, serial_consistency, request_timeout_ms, connect_timeout_ms, heartbeat_interval_ms, heartbeat_timeout_ms)"
+                        "{url:?}: unknown parameter {other:?} (known: replication_factor, replication, consistency, serial_consistency, request_timeout_ms, connect_timeout_ms, heartbeat_interval_ms, heartbeat_timeout_ms, feed_slices)"
                     )));
                 }
             }
@@ -479,6 +503,8 @@ struct Inner {
     insert_snapshot: PreparedStatement,
     selects: Mutex<HashMap<String, PreparedStatement>>,
     counters: Counters,
+    /// The keyspace's feed, if it has one: every integer append writes its intent first.
+    feed: Option<feed::Feed>,
 }
 
 /// The live counts behind [`OutcomeStats`].
@@ -757,15 +783,20 @@ impl CassandraStore {
                 .map_err(backend)?;
         }
         add_idempotency_column(&session, ks).await?;
-        session
-            .query_unpaged(
-                format!("CREATE TABLE IF NOT EXISTS {ks}.eventsmith_schema (component text PRIMARY KEY, version int)"),
-                &[],
-            )
-            .await
-            .map_err(backend)?;
+        for statement in feed::ddl(ks).into_iter().chain([format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.eventsmith_schema (component text PRIMARY KEY, version int)"
+        )]) {
+            session
+                .query_unpaged(statement, &[])
+                .await
+                .map_err(backend)?;
+        }
         session.await_schema_agreement().await.map_err(backend)?;
-        stamp_schema(&session, config).await
+        stamp_schema(&session, config).await?;
+        if let Some(feed) = &config.feed {
+            feed::create(&session, config, feed).await?;
+        }
+        Ok(())
     }
 
     /// Connects and prepares the statements; the schema must exist
@@ -834,6 +865,7 @@ impl CassandraStore {
         ))
         .await?;
         insert_snapshot.set_consistency(config.driver_consistency());
+        let feed = feed::open(&session, &config).await?;
         let array = |v: Vec<PreparedStatement>| -> [PreparedStatement; 2] {
             v.try_into().expect("two tables")
         };
@@ -848,6 +880,7 @@ impl CassandraStore {
                 insert_snapshot,
                 selects: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                feed,
             }),
         })
     }
@@ -1023,6 +1056,31 @@ impl CassandraStore {
                 .unwrap_or(positions[0]);
             refused(first).await
         };
+        // With a feed, the intent first (see the feed module): if it cannot be written, the
+        // append fails before anything of it is committed.
+        let intent = if let (Table::Integer, Some(feed)) = (table, &self.inner.feed) {
+            self.write_intent(feed, commit_id, &values, key).await?;
+            true
+        } else {
+            false
+        };
+        // A transaction that failed for sure, after an intent: a feed reader may still send
+        // it (it cannot tell a dead writer from a failed one), so the outcome is unknown.
+        let definite = |e: StoreError| -> AppendError {
+            if intent {
+                tracing::warn!(%commit_id, error = %e, "the append's transaction failed after its feed intent; a reader may still complete it");
+                StoreError::OutcomeUnknown {
+                    commit_id,
+                    source: format!(
+                        "{e}; the feed intent is stored, so a reader may still complete the append"
+                    )
+                    .into(),
+                }
+                .into()
+            } else {
+                e.into()
+            }
+        };
         let mut sent = self.send_lwt(table, &values, key).await;
         for attempt in 0..self.inner.config.resolve_attempts {
             if attempt > 0 {
@@ -1032,7 +1090,7 @@ impl CassandraStore {
             match sent {
                 Ok(Applied::Yes) => return Ok(None),
                 Ok(Applied::No { existing }) => return not_applied(existing).await,
-                Err(Failure::Definite(e)) => return Err(e.into()),
+                Err(Failure::Definite(e)) => return Err(definite(e)),
                 Err(Failure::Unknown(e)) => {
                     // WARN once: rare, and an operator wants to know the cluster lost an
                     // answer; the retries of one resolution are DEBUG.
@@ -1080,7 +1138,7 @@ impl CassandraStore {
         match sent {
             Ok(Applied::Yes) => Ok(None),
             Ok(Applied::No { existing }) => not_applied(existing).await,
-            Err(Failure::Definite(e)) => Err(e.into()),
+            Err(Failure::Definite(e)) => Err(definite(e)),
             Err(Failure::Unknown(source)) => {
                 tracing::error!(%commit_id, %sequence_id, error = %source, "append outcome still unknown after every resolution attempt");
                 self.inner
@@ -1338,6 +1396,12 @@ impl ItemStore for CassandraStore {
             timestamped: Support::Yes,
             cross_sequence_batches: Support::Missing {
                 reason: "a Cassandra conditional batch (the atomic append) must stay within one partition",
+            },
+            feed: match self.inner.feed {
+                Some(_) => Support::Yes,
+                None => Support::Missing {
+                    reason: feed::NO_FEED,
+                },
             },
         }
     }

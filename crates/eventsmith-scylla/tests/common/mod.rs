@@ -69,3 +69,82 @@ pub(crate) async fn store() -> Option<(CassandraStore, ())> {
         (),
     ))
 }
+
+/// A keyspace of this test run with a feed (of `slices` slices), created once per run; the
+/// store's feed timings are those of `feed`. `None` when no node is configured.
+#[allow(dead_code)]
+pub(crate) async fn feed_store(feed: eventsmith_scylla::FeedConfig) -> Option<CassandraStore> {
+    static SCHEMA: OnceCell<()> = OnceCell::const_new();
+    let address = address()?;
+    let mut config = feed_config(&address);
+    SCHEMA
+        .get_or_init(|| async {
+            CassandraStore::create_schema(&config)
+                .await
+                .expect("create the test keyspace with a feed")
+        })
+        .await;
+    config.feed = Some(feed);
+    Some(
+        CassandraStore::connect(config)
+            .await
+            .expect("connect to Cassandra"),
+    )
+}
+
+/// The feed keyspace's slice count and bucket width (fixed at creation): 4 slices of one
+/// minute, so that the tests cross buckets.
+#[allow(dead_code)]
+pub(crate) fn feed_settings() -> eventsmith_scylla::FeedConfig {
+    eventsmith_scylla::FeedConfig {
+        slices: 4,
+        bucket: std::time::Duration::from_secs(60),
+        ..eventsmith_scylla::FeedConfig::default()
+    }
+}
+
+/// The configuration of this run's feed keyspace on `address`.
+#[allow(dead_code)]
+pub(crate) fn feed_config(address: &str) -> CassandraConfig {
+    let mut config = CassandraConfig::new([address], &format!("{}_feed", keyspace())).unwrap();
+    config.replication = Some(eventsmith_scylla::Replication::Simple {
+        replication_factor: 1,
+    });
+    config.feed = Some(feed_settings());
+    config
+}
+
+/// The conformance suite's reader of a store's feed: from about the present, every slice.
+#[allow(dead_code)]
+pub(crate) struct FeedReader {
+    store: CassandraStore,
+    position: Option<eventsmith_scylla::FeedPosition>,
+}
+
+/// A reader of `store`'s feed for the conformance suite.
+#[allow(dead_code)]
+pub(crate) fn feed_reader(store: &CassandraStore) -> FeedReader {
+    FeedReader {
+        store: store.clone(),
+        position: None,
+    }
+}
+
+impl eventsmith_testkit::feed::FeedReader for FeedReader {
+    fn next(
+        &mut self,
+    ) -> eventsmith_core::BoxFuture<
+        '_,
+        Result<Vec<eventsmith_core::IntegerSequencedItem>, eventsmith_core::StoreError>,
+    > {
+        Box::pin(async move {
+            let position = match self.position.take() {
+                Some(p) => p,
+                None => self.store.feed_now()?,
+            };
+            let (appends, next) = self.store.read_feed(&position, 1000).await?;
+            self.position = Some(next);
+            Ok(appends.into_iter().flat_map(|a| a.items).collect())
+        })
+    }
+}
