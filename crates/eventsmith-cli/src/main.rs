@@ -161,7 +161,7 @@ async fn open(url: &StoreUrl, create: bool) -> Result<AnyStore, CliError> {
                 .map_err(CliError::from)
         }
         StoreUrl::Cassandra(config) => {
-            let mut config = config.clone();
+            let mut config = (**config).clone();
             // A command line waits 5 s, not the library's 10, unless the URL says otherwise.
             let default = CassandraConfig::new(config.nodes().to_vec(), config.keyspace())?;
             if config.connect_timeout == default.connect_timeout {

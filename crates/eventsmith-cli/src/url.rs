@@ -38,7 +38,7 @@ pub enum StoreUrl {
     Memory,
     /// A Cassandra or ScyllaDB keyspace (`cassandra://host:port[,host:port]/keyspace`, with
     /// [`CassandraConfig`]'s parameters).
-    Cassandra(CassandraConfig),
+    Cassandra(Box<CassandraConfig>),
     /// A PostgreSQL schema (`postgres://` or `postgresql://`, with libpq's parameters and
     /// eventsmith's `schema`, `pool_size`, `max_group`, `lock_timeout_ms`).
     Postgres(PostgresUrl),
@@ -56,7 +56,7 @@ impl std::str::FromStr for StoreUrl {
             return url.parse().map(StoreUrl::Sqlite);
         }
         if url.starts_with("cassandra:") {
-            return url.parse().map(StoreUrl::Cassandra);
+            return url.parse().map(|c| StoreUrl::Cassandra(Box::new(c)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // The parser's messages never repeat the password.
