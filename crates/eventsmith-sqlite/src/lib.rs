@@ -127,7 +127,7 @@ pub use schema::SCHEMA_VERSION;
 pub use worker::CommitStats;
 
 use error::from_sqlite;
-use worker::{AppendJob, Batch, Task, Writer, WriterMsg};
+use worker::{AppendJob, Batch, Room, Task, Writer, WriterMsg};
 
 /// How hard SQLite works to make commits durable (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,10 +147,19 @@ pub struct SqliteConfig {
     /// How long an append waits for another process's write lock before failing with
     /// [`StoreError::Busy`].
     pub busy_timeout: Duration,
-    /// Idle read-only connections kept for reuse (files only).
+    /// Read-only connections of a file store, opened with the store (on its writer thread,
+    /// never on an async worker) and shared by its reads. A read that finds all of them in
+    /// use, and the write connection busy, waits (asynchronously) for one. 0: reads that find
+    /// the write connection busy run on the writer thread. In-memory stores have none.
     pub read_connections: usize,
     /// The most appends committed in one transaction.
     pub max_group: usize,
+    /// The most appends (and other work for the write connection: snapshots, leases) that
+    /// wait in the writer thread's queue at once; at least 1. An append that finds the queue
+    /// full waits asynchronously for room (back-pressure), never blocking its thread, so a
+    /// burst of appends holds at most this many batches in memory beside the group being
+    /// committed. Default 1024: four groups of the default [`max_group`](Self::max_group).
+    pub queue_capacity: usize,
     /// A quota: the file grows to at most this many pages (`PRAGMA max_page_count`; a page
     /// is 4096 bytes unless the file says otherwise). An append past it fails with
     /// [`StoreError::StorageFull`] and writes nothing, as on a full disk. `None`: no limit
@@ -165,6 +174,7 @@ impl Default for SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
             max_group: 256,
+            queue_capacity: 1024,
             max_page_count: None,
         }
     }
@@ -182,7 +192,8 @@ struct Inner {
     writer: Arc<Writer>,
     /// Work for the writer thread; it ends when this closes.
     queue: Sender<WriterMsg>,
-    /// `None` for in-memory stores, whose only connection is the writer's.
+    /// `None` for in-memory stores, whose only connection is the writer's, and for files
+    /// opened with no read connections.
     reads: Option<ReadPool>,
     closed: AtomicBool,
     path: Arc<str>,
@@ -197,28 +208,57 @@ impl std::fmt::Debug for WriterMsg {
 /// The most rows one read step returns before yielding to the async runtime.
 pub const READ_PAGE_ROWS: usize = 256;
 
-/// Idle read-only connections of a file store.
+/// The read-only connections of a file store: opened with the store, on the writer thread
+/// (opening a file is I/O, so never on an async worker), and lent to one read step at a time.
 #[derive(Debug)]
 struct ReadPool {
-    path: PathBuf,
-    config: SqliteConfig,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per idle connection: a read waits here (asynchronously) when all are lent.
+    free: tokio::sync::Semaphore,
 }
 
 impl ReadPool {
+    fn new(conns: Vec<Connection>) -> Self {
+        ReadPool {
+            free: tokio::sync::Semaphore::new(conns.len()),
+            idle: Mutex::new(conns),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Connection>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open(&self, name: &str) -> Result<Connection, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn =
-            Connection::open_with_flags(&self.path, flags).map_err(|e| from_sqlite(e, name))?;
-        configure(&conn, &self.config, name)?;
-        Ok(conn)
+    /// An idle connection, waiting for one to be given back when all are lent. `Closed` once
+    /// the store is closed.
+    async fn take(&self) -> Result<Connection, StoreError> {
+        let permit = self.free.acquire().await.map_err(|_| StoreError::Closed)?;
+        permit.forget();
+        // A permit stands for an idle connection, so one is there.
+        self.lock().pop().ok_or(StoreError::Closed)
     }
+
+    fn give_back(&self, conn: Connection) {
+        self.lock().push(conn);
+        self.free.add_permits(1);
+    }
+
+    /// Closes every idle connection; reads waiting for one get `Closed`, and a lent one is
+    /// closed when its read gives it back.
+    fn close(&self) {
+        self.free.close();
+        self.lock().clear();
+    }
+}
+
+/// Opens one read-only connection to a file store (on the writer thread, at open).
+fn open_reader(path: &Path, config: &SqliteConfig, name: &str) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| from_sqlite(e, name))?;
+    configure(&conn, config, name)?;
+    Ok(conn)
 }
 
 /// Returns `Pending` once, so that a long read lets other tasks run between its pages.
@@ -373,6 +413,8 @@ impl SqliteStore {
         };
         // Only a file with synchronous=FULL fsyncs at every commit.
         let commits_fsync = path.is_some() && config.synchronous == Synchronous::Full;
+        // Unbounded as a channel; bounded by the writer's `Room`, whose slots every caller's
+        // message takes (the writer's own checkpoint request and the shutdown take none).
         let (queue, queue_rx) = crossbeam_channel::unbounded();
         let ready = {
             let (path, config, name) = (path.clone(), config.clone(), name.clone());
@@ -381,20 +423,25 @@ impl SqliteStore {
                 "eventsmith-sqlite-writer".into(),
                 move || {
                     let conn = open_writer(path.as_deref(), &config, &name)?;
-                    let writer = Writer::new(conn, name, config.busy_timeout, commits_fsync);
+                    // After the writer, which creates or migrates the schema.
+                    let readers = match &path {
+                        Some(p) => (0..config.read_connections)
+                            .map(|_| open_reader(p, &config, &name))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        None => Vec::new(),
+                    };
+                    let room = Room::new(config.queue_capacity);
+                    let writer = Writer::new(conn, name, config.busy_timeout, commits_fsync, room);
                     let writer = Arc::new(writer);
-                    Ok((writer.clone(), writer))
+                    let reads =
+                        (path.is_some() && !readers.is_empty()).then(|| ReadPool::new(readers));
+                    Ok((writer.clone(), (writer, reads)))
                 },
                 move |writer| worker::writer_loop(writer, queue_rx, max_group),
             )
         };
-        let writer = ready.await.map_err(|_| StoreError::Closed)??;
+        let (writer, reads) = ready.await.map_err(|_| StoreError::Closed)??;
 
-        let reads = path.map(|path| ReadPool {
-            path,
-            config: config.clone(),
-            idle: Mutex::new(Vec::new()),
-        });
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
@@ -413,7 +460,7 @@ impl SqliteStore {
             return;
         }
         if let Some(reads) = &self.inner.reads {
-            reads.lock().clear();
+            reads.close();
         }
         let (tx, rx) = oneshot::channel();
         if self.inner.queue.send(WriterMsg::Shutdown(tx)).is_ok() {
@@ -461,16 +508,10 @@ impl SqliteStore {
             }
         }
         if let Some(reads) = &self.inner.reads {
-            let conn = match reads.lock().pop() {
-                Some(conn) => conn,
-                None => reads.open(&path)?,
-            };
+            let conn = reads.take().await?;
             let result = f(&conn, &path);
-            let mut idle = reads.lock();
-            if !self.inner.closed.load(Ordering::SeqCst)
-                && idle.len() < reads.config.read_connections
-            {
-                idle.push(conn);
+            if !self.inner.closed.load(Ordering::SeqCst) {
+                reads.give_back(conn);
             }
             return result;
         }
@@ -478,9 +519,7 @@ impl SqliteStore {
         let task: Task = Box::new(move |conn| {
             let _ = tx.send(f(conn, &path));
         });
-        if !self.send_to_writer(WriterMsg::Run(task)) {
-            return Err(StoreError::Closed);
-        }
+        self.send_to_writer(WriterMsg::Run(task)).await?;
         // A dropped reply means the writer ended (closed) before running the task.
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -543,15 +582,15 @@ impl SqliteStore {
         let task: Task = Box::new(move |conn| {
             let _ = tx.send(f(conn, &path));
         });
-        if !self.send_to_writer(WriterMsg::Run(task)) {
-            return Err(StoreError::Closed);
-        }
+        self.send_to_writer(WriterMsg::Run(task)).await?;
         // A dropped reply means the writer ended (closed) before running the task.
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn send_to_writer(&self, msg: WriterMsg) -> bool {
-        self.inner.queue.send(msg).is_ok()
+    /// Queues `msg` for the writer thread, waiting (asynchronously) while its queue is full.
+    /// Dropped while waiting, nothing is queued; once queued, the writer runs it.
+    async fn send_to_writer(&self, msg: WriterMsg) -> Result<(), StoreError> {
+        self.inner.writer.send(&self.inner.queue, msg).await
     }
 
     async fn append_batch(&self, batch: Batch) -> Result<KeyedAppend, AppendError> {
@@ -560,9 +599,12 @@ impl SqliteStore {
             return outcome;
         }
         let (reply, rx) = oneshot::channel();
-        if !self.send_to_writer(WriterMsg::Append(AppendJob { batch, reply })) {
-            return Err(StoreError::Closed.into());
-        }
+        // The only suspension point before the batch is queued: dropped here (the queue
+        // full), the append is not queued and writes nothing.
+        self.send_to_writer(WriterMsg::Append(AppendJob { batch, reply }))
+            .await?;
+        // Queued: the writer thread commits it (or finds it conflicting) even if this future
+        // is dropped from here on.
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -669,19 +711,73 @@ fn select_rows<P: Copy, T>(
     Ok(out)
 }
 
-/// One bounded page of the notification log.
+/// The most notification ids one step of a topic-filtered read scans (see
+/// `select_notifications`): a bounded step even when few rows match.
+const SCAN_WINDOW: u64 = 4 * READ_PAGE_ROWS as u64;
+
+/// The highest notification id given so far (0 for none): one seek to the end of the rowid
+/// tree.
+fn max_notification_id(conn: &Connection, path: &str) -> Result<u64, StoreError> {
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT max(notification_id) FROM integer_items")
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .map_err(|e| from_sqlite(e, path))?;
+    read_version(max.unwrap_or(0), path)
+}
+
+/// Up to [`READ_PAGE_ROWS`] sequences of `table` after the id `after` (in id order), each
+/// with its highest position: per sequence one seek for the next id and one for its last
+/// position (the `(sequence_id, position)` index serves both), so the step is bounded
+/// whatever the sequences hold.
+fn sequences_page(
+    conn: &Connection,
+    path: &str,
+    table: &str,
+    mut after: Vec<u8>,
+) -> Result<Vec<(Uuid, i64)>, StoreError> {
+    let sql = |e| from_sqlite(e, path);
+    let mut next = conn
+        .prepare_cached(&format!(
+            "SELECT sequence_id FROM {table} WHERE sequence_id > ?1 ORDER BY sequence_id LIMIT 1"
+        ))
+        .map_err(sql)?;
+    let mut last = conn
+        .prepare_cached(&format!(
+            "SELECT max(position) FROM {table} WHERE sequence_id = ?1"
+        ))
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    while out.len() < READ_PAGE_ROWS {
+        use rusqlite::OptionalExtension;
+        let Some(id) = next
+            .query_row([&after], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map_err(sql)?
+        else {
+            break;
+        };
+        let position: i64 = last.query_row([&id], |r| r.get(0)).map_err(sql)?;
+        out.push((read_uuid(&id, path)?, position));
+        after = id;
+    }
+    Ok(out)
+}
+
+/// One bounded page of the notification log: at most `limit` rows after `after`, and with a
+/// topic filter only among the ids up to `upto` (a window the caller bounds).
 fn select_notification_page(
     conn: &Connection,
     path: &str,
     after: u64,
+    upto: Option<u64>,
     limit: usize,
     topics: &[String],
 ) -> Result<Vec<Notification>, StoreError> {
     let mut sql = String::from(
-        "SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1",
+        "SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1 AND notification_id <= ?3",
     );
     if !topics.is_empty() {
-        let marks: Vec<String> = (0..topics.len()).map(|i| format!("?{}", i + 3)).collect();
+        let marks: Vec<String> = (0..topics.len()).map(|i| format!("?{}", i + 4)).collect();
         sql.push_str(&format!(" AND topic IN ({})", marks.join(", ")));
     }
     sql.push_str(" ORDER BY notification_id LIMIT ?2");
@@ -689,10 +785,12 @@ fn select_notification_page(
         .prepare_cached(&sql)
         .map_err(|e| from_sqlite(e, path))?;
     let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let upto = upto.map_or(i64::MAX, |u| i64::try_from(u).unwrap_or(i64::MAX));
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let params = [
         rusqlite::types::Value::Integer(after),
         rusqlite::types::Value::Integer(limit),
+        rusqlite::types::Value::Integer(upto),
     ]
     .into_iter()
     .chain(topics.iter().cloned().map(rusqlite::types::Value::Text));
@@ -990,24 +1088,44 @@ impl ItemStore for SqliteStore {
                 let topics: Arc<[String]> = topics.iter().map(|t| (*t).to_owned()).collect();
                 let (mut after, mut rest) = (after, limit);
                 let mut out = Vec::new();
-                while rest > 0 {
+                // With a topic filter, a page of matching rows may lie behind any number of
+                // others (there is no index on topics), so each step scans a window of at
+                // most `SCAN_WINDOW` ids, up to the head read first: every id up to it is
+                // committed (ids are given in commit order), so a window never has a hole
+                // that a later commit fills. Without a filter, the rowid order bounds a step.
+                let head = if topics.is_empty() || rest == 0 {
+                    u64::MAX
+                } else {
+                    self.read(|conn, path| max_notification_id(conn, path))
+                        .await?
+                };
+                while rest > 0 && after < head {
                     let want = rest.min(READ_PAGE_ROWS);
+                    let upto =
+                        (!topics.is_empty()).then(|| after.saturating_add(SCAN_WINDOW).min(head));
                     let topics = topics.clone();
                     let page = self
                         .read(move |conn, path| {
-                            select_notification_page(conn, path, after, want, &topics)
+                            select_notification_page(conn, path, after, upto, want, &topics)
                         })
                         .await?;
                     let n = page.len();
-                    if let Some(last) = page.last() {
-                        after = last.id;
+                    rest -= n;
+                    match (page.last(), upto) {
+                        // Full: the next step starts after its last row.
+                        (Some(last), _) if n == want => after = last.id,
+                        // The window is read; the next one starts after it.
+                        (_, Some(upto)) => after = upto,
+                        // Unfiltered and short: the end of the log.
+                        (_, None) => {
+                            out.extend(page);
+                            break;
+                        }
                     }
                     out.extend(page);
-                    rest -= n;
-                    if n < want {
-                        break;
+                    if rest > 0 && after < head {
+                        yield_now().await;
                     }
-                    yield_now().await;
                 }
                 Ok(out)
             }
@@ -1019,15 +1137,8 @@ impl ItemStore for SqliteStore {
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
         outcome(
             async {
-                self.read(|conn, path| {
-                    let max: Option<i64> = conn
-                        .query_row("SELECT max(notification_id) FROM integer_items", [], |r| {
-                            r.get(0)
-                        })
-                        .map_err(|e| from_sqlite(e, path))?;
-                    read_version(max.unwrap_or(0), path)
-                })
-                .await
+                self.read(|conn, path| max_notification_id(conn, path))
+                    .await
             }
             .await,
         )
@@ -1151,23 +1262,27 @@ impl Inventory for SqliteStore {
                     ItemKind::Timestamped => "timestamp_items",
                     ItemKind::Snapshots => "snapshots",
                 };
-                self.read(move |conn, path| {
-                    let sql = format!(
-                        "SELECT sequence_id, max(position) FROM {table} GROUP BY sequence_id"
-                    );
-                    let mut stmt = conn.prepare(&sql).map_err(|e| from_sqlite(e, path))?;
-                    let mut rows = stmt.query([]).map_err(|e| from_sqlite(e, path))?;
-                    let mut out = Vec::new();
-                    while let Some(row) = rows.next().map_err(|e| from_sqlite(e, path))? {
-                        let id: Vec<u8> = row.get(0).map_err(|e| from_sqlite(e, path))?;
-                        out.push((
-                            read_uuid(&id, path)?,
-                            row.get(1).map_err(|e| from_sqlite(e, path))?,
-                        ));
+                // In steps of at most `READ_PAGE_ROWS` sequences, each sequence two index
+                // seeks (its id after the last one, its highest position), with a yield
+                // between steps: bounded work however large the table.
+                let mut out = Vec::new();
+                let mut after: Vec<u8> = Vec::new(); // sorts before every id
+                loop {
+                    let from = std::mem::take(&mut after);
+                    let page = self
+                        .read(move |conn, path| sequences_page(conn, path, table, from))
+                        .await?;
+                    let n = page.len();
+                    if let Some((id, _)) = page.last() {
+                        after = id.as_bytes().to_vec();
                     }
-                    Ok(out)
-                })
-                .await
+                    out.extend(page);
+                    if n < READ_PAGE_ROWS {
+                        break;
+                    }
+                    yield_now().await;
+                }
+                Ok(out)
             }
             .await,
         )
