@@ -42,6 +42,10 @@
 //!   page cache is the freshest: a connection drops its whole cache whenever another one has
 //!   committed), else on a pooled read-only connection (files) or on the writer thread
 //!   (in-memory databases). WAL readers never wait for locks, so each step is short work.
+//!   The pooled connections are opened with the store, on the writer thread; a read that
+//!   finds them all lent waits for one. Scans have bounded steps too: a topic-filtered page
+//!   scans a window of ids at a time, `list_sequences` a few hundred sequences by index
+//!   seeks.
 //!
 //! No `spawn_blocking`: the store works under any async runtime. The benchmarks measure the
 //! cost of the approach (`g-point-read` against rusqlite on the calling thread, and the
@@ -59,6 +63,22 @@
 //! commit's time for a group as large as the last one, so that writers share one fsync
 //! instead of alternating between two half-size groups.
 //! [`SqliteStore::commit_stats`] counts appends, transactions and inline commits.
+//!
+//! # Back-pressure
+//!
+//! The writer thread's queue holds at most [`SqliteConfig::queue_capacity`] appends (and
+//! other writer work) at once. An append that finds it full waits asynchronously for room,
+//! never blocking its thread, so a burst of appends faster than the disk holds bounded
+//! memory; [`CommitStats`] reports the queue's depth, its peak and how often callers waited.
+//! The writer still takes everything queued into its next group commit.
+//!
+//! # Cancellation
+//!
+//! Each method says what dropping its future does. In short: reads are cancel-safe; an
+//! append, once queued for the writer thread (or committing on the caller's thread), commits
+//! even if its future is dropped, and one dropped while it waited for room in a full queue
+//! was never queued and writes nothing, so a retry under the same idempotency key never
+//! writes twice.
 //!
 //! # Durability
 //!
@@ -389,11 +409,27 @@ fn switch_to_wal(conn: &Connection, busy_timeout: Duration, name: &str) -> Resul
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` with the default configuration.
+    ///
+    /// # Cancellation
+    ///
+    /// The file is opened, checked and (if new) given its schema on the store's writer
+    /// thread, which runs to the end of that even if the future is dropped: the file may then
+    /// exist with its schema (created in one transaction, never half), and the thread ends by
+    /// itself once it finds no store to serve. Opening again is the retry.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteConfig::default()).await
     }
 
-    /// Opens the database file at `path`.
+    /// Opens the database file at `path` (creating it if needed), with `config`. The writer
+    /// thread opens the write connection and [`SqliteConfig::read_connections`] read-only
+    /// ones, so no file is opened on an async worker afterwards.
+    ///
+    /// # Cancellation
+    ///
+    /// The file is opened, checked and (if new) given its schema on the store's writer
+    /// thread, which runs to the end of that even if the future is dropped: the file may then
+    /// exist with its schema (created in one transaction, never half), and the thread ends by
+    /// itself once it finds no store to serve. Opening again is the retry.
     pub async fn open_with(
         path: impl AsRef<Path>,
         config: SqliteConfig,
@@ -402,6 +438,11 @@ impl SqliteStore {
     }
 
     /// A fresh database in memory, gone when the store is closed or dropped.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropped before it answers, the database is made on the writer thread and dropped with
+    /// it; nothing is left behind.
     pub async fn memory() -> Result<Self, StoreError> {
         Self::start(None, SqliteConfig::default()).await
     }
@@ -454,7 +495,14 @@ impl SqliteStore {
     }
 
     /// Closes the store: later calls on any clone fail with [`StoreError::Closed`]. Work
-    /// already queued finishes first; returns once the writer's connection is closed.
+    /// already queued finishes first; returns once the writer's connection is closed. Calls
+    /// waiting for room in the writer's queue fail with [`StoreError::Closed`] and write
+    /// nothing.
+    ///
+    /// # Cancellation
+    ///
+    /// The store is closed from the first poll: dropping the future only stops waiting for
+    /// the writer thread, which still finishes the queued work and closes its connection.
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return;
@@ -915,6 +963,16 @@ impl ItemStore for SqliteStore {
         }
     }
 
+    /// Appends the batch atomically, at the next notification ids (see [`ItemStore::append`]).
+    ///
+    /// # Cancellation
+    ///
+    /// Once the batch is queued for the writer thread, or committing on the caller's thread
+    /// (which finishes within the poll that began it), dropping the future does not withdraw
+    /// it: it commits, or conflicts, as if awaited, and only the answer is lost; a retry of
+    /// the same batch then conflicts. Dropped while it waits for room in a full writer queue
+    /// ([`SqliteConfig::queue_capacity`]), it was never queued and writes nothing. To retry
+    /// safely after a drop, append with an idempotency key.
     #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = false, outcome = tracing::field::Empty))]
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
         outcome(
@@ -935,6 +993,17 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Appends the batch with its idempotency key, or finds the key used and writes nothing
+    /// (see [`ItemStore::append_with_key`]).
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](Self::append): once queued (or committing inline) the batch and its
+    /// key commit even if the future is dropped; dropped while waiting for room in a full
+    /// writer queue, nothing is written. Either way a retry under the same key is safe: it
+    /// answers [`KeyedAppend::AlreadyApplied`] with the dropped append's versions if that
+    /// one committed, and appends otherwise (tested in
+    /// `tests/sqlite.rs`: `dropped_appends_commit_once_queued_and_never_while_waiting_for_room`).
     #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = true, outcome = tracing::field::Empty))]
     async fn append_with_key(
         &self,
@@ -959,6 +1028,13 @@ impl ItemStore for SqliteStore {
         Some(Delivery::Transactional)
     }
 
+    /// The position follower `follower` recorded (0 before its first page).
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.tracking", level = "debug", skip_all, fields(backend = "sqlite", follower = %follower, outcome = tracing::field::Empty))]
     async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
         outcome(
@@ -973,6 +1049,15 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Appends the items and moves the follower's tracking record from `tracking.from` to
+    /// `tracking.to` in one transaction (see [`ItemStore::append_tracked`]).
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](Self::append): once queued (or committing inline) it commits even if
+    /// the future is dropped, and a retry of the same page then fails with
+    /// [`AppendError::TrackingMoved`] (the runner continues from the recorded position);
+    /// dropped while waiting for room in a full writer queue, nothing is written.
     #[tracing::instrument(name = "eventsmith.append_tracked", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), follower = %tracking.follower, from = tracking.from, to = tracking.to, outcome = tracing::field::Empty))]
     async fn append_tracked(
         &self,
@@ -996,6 +1081,14 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Claims or renews the follower's lease, in one statement on the write connection.
+    ///
+    /// # Cancellation
+    ///
+    /// Once queued for the writer thread (after any wait for room), the claim runs even if
+    /// the future is dropped: the lease may be held without the caller knowing. Claiming
+    /// again with the same owner renews it, and an unrenewed lease expires after its time
+    /// to live, so a dropped claim delays other runners at most that long.
     #[tracing::instrument(name = "eventsmith.lease.claim", level = "debug", skip_all, fields(backend = "sqlite", follower = %lease.follower, owner = %lease.owner, outcome = tracing::field::Empty))]
     async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
         outcome(
@@ -1010,6 +1103,13 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Releases the follower's lease if `owner` holds it.
+    ///
+    /// # Cancellation
+    ///
+    /// Once queued for the writer thread (after any wait for room), the release runs even if
+    /// the future is dropped. Releasing again is harmless; a release that never ran leaves
+    /// the lease to expire.
     #[tracing::instrument(name = "eventsmith.lease.release", level = "debug", skip_all, fields(backend = "sqlite", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
     async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
         outcome(
@@ -1029,6 +1129,13 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// What an earlier append under `key` wrote to `sequence_id`, if any.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.find_key", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, outcome = tracing::field::Empty))]
     async fn find_key(
         &self,
@@ -1047,6 +1154,14 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// The items of one sequence within the query's bounds, read in steps of at most
+    /// [`READ_PAGE_ROWS`] rows.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.select", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select(
         &self,
@@ -1076,6 +1191,15 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Up to `limit` notifications after `after`, of `topics` if any are given: in steps of
+    /// at most [`READ_PAGE_ROWS`] rows, and with topics of at most a few thousand ids
+    /// scanned each, so that a rare topic behind a long log is found in bounded steps.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "sqlite", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
@@ -1096,8 +1220,7 @@ impl ItemStore for SqliteStore {
                 let head = if topics.is_empty() || rest == 0 {
                     u64::MAX
                 } else {
-                    self.read(|conn, path| max_notification_id(conn, path))
-                        .await?
+                    self.read(max_notification_id).await?
                 };
                 while rest > 0 && after < head {
                     let want = rest.min(READ_PAGE_ROWS);
@@ -1133,17 +1256,25 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// The highest notification id given so far (0 for none).
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.max_notification_id", level = "debug", skip_all, fields(backend = "sqlite", outcome = tracing::field::Empty))]
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
-        outcome(
-            async {
-                self.read(|conn, path| max_notification_id(conn, path))
-                    .await
-            }
-            .await,
-        )
+        outcome(async { self.read(max_notification_id).await }.await)
     }
 
+    /// Appends timestamp-sequenced items atomically (see [`ItemStore::append_timestamped`]).
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](Self::append): once queued (or committing inline) the batch commits
+    /// even if the future is dropped, and a retry of it then conflicts; dropped while waiting
+    /// for room in a full writer queue, nothing is written.
     #[tracing::instrument(name = "eventsmith.append_timestamped", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), outcome = tracing::field::Empty))]
     async fn append_timestamped(
         &self,
@@ -1165,6 +1296,14 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// The timestamped items of one sequence within the query's bounds, in steps of at most
+    /// [`READ_PAGE_ROWS`] rows.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.select_timestamped", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_timestamped(
         &self,
@@ -1196,6 +1335,13 @@ impl ItemStore for SqliteStore {
 }
 
 impl SnapshotStore for SqliteStore {
+    /// Writes (or replaces) the snapshot at its position, on the writer thread.
+    ///
+    /// # Cancellation
+    ///
+    /// Once queued for the writer thread (after any wait for room), the snapshot is written
+    /// even if the future is dropped. Writing the same snapshot again replaces it with
+    /// itself, so a retry is harmless.
     #[tracing::instrument(name = "eventsmith.snapshot.write", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %snapshot.sequence_id, position = snapshot.position, outcome = tracing::field::Empty))]
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
         outcome(async {
@@ -1220,6 +1366,13 @@ impl SnapshotStore for SqliteStore {
         }.await)
     }
 
+    /// The latest snapshot of `sequence_id` at or before `lte`.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
@@ -1253,6 +1406,15 @@ impl SnapshotStore for SqliteStore {
 }
 
 impl Inventory for SqliteStore {
+    /// Every sequence of one kind with its highest position, in steps of at most
+    /// [`READ_PAGE_ROWS`] sequences (two index seeks each), so a large store never holds an
+    /// async worker for a whole-table scan.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.inventory.sequences", level = "debug", skip_all, fields(backend = "sqlite", kind = ?kind, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
         rows(
@@ -1288,6 +1450,13 @@ impl Inventory for SqliteStore {
         )
     }
 
+    /// Every snapshot of `sequence_id`, in steps of at most [`READ_PAGE_ROWS`] rows.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.inventory.snapshots", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_snapshots(
         &self,
