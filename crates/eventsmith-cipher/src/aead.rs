@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
-use eventsmith_core::{CipherError, PayloadCipher};
+use eventsmith_core::{BoxFuture, CipherError, PayloadCipher};
 use uuid::Uuid;
 
 use crate::key::{Key, KeyProvider};
@@ -60,9 +60,33 @@ pub(crate) fn open(
         .map_err(|_| CipherError::Decrypt)
 }
 
+/// Runs `f` on tokio's blocking threads when called inside a tokio runtime, so that the
+/// file writes and fsyncs of a key store never run on an async worker; outside tokio, on
+/// the calling thread. A panic in `f` is a [`CipherError::KeyStore`].
+pub(crate) async fn off_async_threads<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CipherError> + Send + 'static,
+) -> Result<T, CipherError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| CipherError::KeyStore(Box::new(e)))?,
+        Err(_) => f(),
+    }
+}
+
 /// Encrypts payloads with AES-256-GCM under keys from a [`KeyProvider`].
 ///
 /// A sealed payload is `nonce (12 bytes) || ciphertext || tag (16 bytes)`.
+///
+/// # Key stores and async code
+///
+/// Its [`prepare`](PayloadCipher::prepare) runs the key provider's I/O for a sequence (a
+/// [`PerAggregateKeys`](crate::PerAggregateKeys) creating, wrapping and durably storing a new
+/// aggregate's key) on tokio's blocking threads, and the repository awaits it before the
+/// synchronous encode, so no file write or fsync runs on an async worker thread. Encoding
+/// without preparing first (calling [`Mapper::encode`](eventsmith_core::Mapper::encode)
+/// directly) still works, doing that I/O on the calling thread.
 pub struct AesGcmCipher<P> {
     keys: Arc<P>,
 }
@@ -93,6 +117,25 @@ impl<P: KeyProvider> AesGcmCipher<P> {
 impl<P: KeyProvider> PayloadCipher for AesGcmCipher<P> {
     fn current_key_id(&self, sequence_id: Uuid) -> Result<String, CipherError> {
         self.keys.current_key_id(sequence_id)
+    }
+
+    /// Runs the key provider's I/O for `sequence_id` (see
+    /// [`KeyProvider::current_key_needs_io`]) on tokio's blocking threads, outside tokio on
+    /// the calling thread; `None` when it needs none.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future does not stop the blocking task: a key being created is still
+    /// stored (or found stored by another writer). That is harmless: the next `prepare` or
+    /// encode finds it and uses it, and nothing was encrypted with it yet.
+    fn prepare(&self, sequence_id: Uuid) -> Option<BoxFuture<'_, Result<(), CipherError>>> {
+        if !self.keys.current_key_needs_io(sequence_id) {
+            return None;
+        }
+        let keys = Arc::clone(&self.keys);
+        Some(Box::pin(off_async_threads(move || {
+            keys.current_key_id(sequence_id).map(|_| ())
+        })))
     }
 
     fn encrypt(

@@ -41,6 +41,14 @@ pub trait KeyProvider: Send + Sync + 'static {
     fn current_key_id(&self, sequence_id: Uuid) -> Result<String, CipherError>;
     /// The key named `key_id`, for `sequence_id`.
     fn key(&self, sequence_id: Uuid, key_id: &str) -> Result<Arc<Key>, CipherError>;
+    /// Whether [`current_key_id`](Self::current_key_id) for `sequence_id` may do I/O now
+    /// (read, create or store a key). When it may, [`AesGcmCipher`](crate::AesGcmCipher)'s
+    /// `prepare` calls it on a blocking thread before the synchronous encode, which then
+    /// answers from memory. The default: never (keys in memory).
+    fn current_key_needs_io(&self, sequence_id: Uuid) -> bool {
+        let _ = sequence_id;
+        false
+    }
 }
 
 /// A fixed set of keys shared by every sequence: one current key for new writes, and retired

@@ -202,10 +202,26 @@ impl<S: WrappedKeyStore> PerAggregateKeys<S> {
     }
 
     /// Destroys the key of `sequence_id`: its events and snapshots become unreadable.
+    ///
+    /// This writes and fsyncs on the calling thread; from async code use
+    /// [`erase_async`](Self::erase_async).
     pub fn erase(&self, sequence_id: Uuid) -> Result<(), CipherError> {
         self.store.erase(sequence_id)?;
         self.cache().remove(&sequence_id);
         Ok(())
+    }
+
+    /// [`erase`](Self::erase) on tokio's blocking threads (outside a tokio runtime, on the
+    /// calling thread), so that the key store's writes and fsyncs never run on an async
+    /// worker.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future does not stop the erase once started: the key may be erased
+    /// although no answer came. Erasing is idempotent, so calling it again is the way to know.
+    pub async fn erase_async(self: &Arc<Self>, sequence_id: Uuid) -> Result<(), CipherError> {
+        let keys = Arc::clone(self);
+        crate::aead::off_async_threads(move || keys.erase(sequence_id)).await
     }
 
     fn wrap(&self, sequence_id: Uuid, key: &Key) -> Result<Vec<u8>, CipherError> {
@@ -272,6 +288,12 @@ impl<S: WrappedKeyStore> KeyProvider for PerAggregateKeys<S> {
         // Make sure the key exists (and is not erased) before anything is encrypted with it.
         self.load(sequence_id, true)?;
         Ok(AGGREGATE_KEY_ID.to_owned())
+    }
+
+    /// Until the aggregate's key is in the cache: reading it, or creating and storing a new
+    /// one, is the key store's I/O.
+    fn current_key_needs_io(&self, sequence_id: Uuid) -> bool {
+        !self.cache().contains_key(&sequence_id)
     }
 
     fn key(&self, sequence_id: Uuid, key_id: &str) -> Result<Arc<Key>, CipherError> {

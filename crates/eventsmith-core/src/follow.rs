@@ -1012,6 +1012,9 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
                 let mut items = Vec::new();
                 for id in &unit.order {
                     for envelope in unit.roots[id].0.pending() {
+                        if let Some(ready) = mapper.prepare(envelope) {
+                            ready.await.map_err(|e| self.failed(last, e))?;
+                        }
                         items.push(mapper.encode(envelope).map_err(|e| self.failed(last, e))?);
                     }
                 }

@@ -5,6 +5,7 @@
 use uuid::Uuid;
 
 use crate::aggregate::Envelope;
+use crate::application::BoxFuture;
 use crate::error::{CipherError, CompressError, DecodeError, EncodeError};
 use crate::item::IntegerSequencedItem;
 
@@ -14,6 +15,15 @@ pub trait Mapper<E>: Send + Sync + 'static {
     fn encode(&self, envelope: &Envelope<E>) -> Result<IntegerSequencedItem, EncodeError>;
     /// Decodes a stored item; every failure names the item's sequence id, position and topic.
     fn decode(&self, item: &IntegerSequencedItem) -> Result<Envelope<E>, DecodeError>;
+
+    /// The I/O that [`encode`](Self::encode)ing `envelope` needs first, as a future, so that
+    /// it runs off the async worker threads rather than inside the synchronous `encode` (a
+    /// per-aggregate key created and stored durably, say); `None` when there is none (the
+    /// default). The repository awaits it before encoding.
+    fn prepare(&self, envelope: &Envelope<E>) -> Option<BoxFuture<'_, Result<(), EncodeError>>> {
+        let _ = envelope;
+        None
+    }
 }
 
 /// Compresses payloads before encryption.
@@ -31,6 +41,15 @@ pub trait Compressor: Send + Sync + 'static {
 pub trait PayloadCipher: Send + Sync + 'static {
     /// The id of the key new writes to `sequence_id` use.
     fn current_key_id(&self, sequence_id: Uuid) -> Result<String, CipherError>;
+    /// The I/O that encrypting for `sequence_id` needs first (creating and storing its key),
+    /// as a future that runs it off the async worker threads; `None` when there is none (the
+    /// default). A mapper's [`prepare`](Mapper::prepare) awaits it, so that
+    /// [`current_key_id`](Self::current_key_id) and [`encrypt`](Self::encrypt) then answer
+    /// from memory.
+    fn prepare(&self, sequence_id: Uuid) -> Option<BoxFuture<'_, Result<(), CipherError>>> {
+        let _ = sequence_id;
+        None
+    }
     /// Encrypts under the key `key_id`.
     fn encrypt(
         &self,

@@ -63,6 +63,7 @@ impl<E: DomainEvent, S: ItemStore> EventStore<E, S> {
     /// Dropping the future does not undo the append: it may still commit, as for
     /// [`ItemStore::append`].
     pub async fn append(&self, events: &[Envelope<E>]) -> Result<Range<u64>, SaveError> {
+        self.prepare(events).await?;
         let items = events
             .iter()
             .map(|e| self.mapper.encode(e))
@@ -81,11 +82,23 @@ impl<E: DomainEvent, S: ItemStore> EventStore<E, S> {
         events: &[Envelope<E>],
         key: &IdempotencyKey,
     ) -> Result<KeyedAppend, SaveError> {
+        self.prepare(events).await?;
         let items = events
             .iter()
             .map(|e| self.mapper.encode(e))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(self.store.append_with_key(items, key).await?)
+    }
+
+    /// Runs the I/O encoding `events` needs ([`Mapper::prepare`]: a new aggregate's key,
+    /// say) before they are encoded, so that none runs inside the synchronous encode.
+    async fn prepare(&self, events: &[Envelope<E>]) -> Result<(), crate::EncodeError> {
+        for event in events {
+            if let Some(ready) = self.mapper.prepare(event) {
+                ready.await?;
+            }
+        }
+        Ok(())
     }
 
     /// Loads and decodes the events of one aggregate within the query's bounds.

@@ -292,6 +292,14 @@ impl<E: DomainEvent> Mapper<E> for EventMapper<E> {
         self.encode_inner(envelope)
     }
 
+    fn prepare(
+        &self,
+        envelope: &Envelope<E>,
+    ) -> Option<eventsmith_core::BoxFuture<'_, Result<(), EncodeError>>> {
+        self.payloads
+            .prepare(envelope.originator_id, envelope.event.topic())
+    }
+
     fn decode(&self, item: &IntegerSequencedItem) -> Result<Envelope<E>, DecodeError> {
         self.decode_inner(item).map_err(|kind| DecodeError {
             sequence_id: item.sequence_id,

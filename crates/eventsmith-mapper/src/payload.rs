@@ -103,6 +103,25 @@ impl Payloads {
         self.codec
     }
 
+    /// The I/O sealing a payload of `topic` for `sequence_id` needs first, if any: the
+    /// cipher's [`prepare`](PayloadCipher::prepare) (a new aggregate's key created and
+    /// stored) when this topic is encrypted. Await it before [`seal`](Self::seal) so that the
+    /// synchronous seal does no I/O.
+    pub fn prepare(
+        &self,
+        sequence_id: Uuid,
+        topic: &str,
+    ) -> Option<eventsmith_core::BoxFuture<'_, Result<(), EncodeError>>> {
+        let cipher = self
+            .cipher
+            .as_ref()
+            .filter(|_| self.encrypt.applies_to(topic))?;
+        let ready = cipher.prepare(sequence_id)?;
+        Some(Box::pin(
+            async move { ready.await.map_err(EncodeError::Cipher) },
+        ))
+    }
+
     /// Serializes `value` and seals it as the item at (`sequence_id`, `position`, `topic`),
     /// with `metadata` in the header (authenticated with the body when it is encrypted).
     #[allow(clippy::too_many_arguments)] // one call per kind of item: events and snapshots

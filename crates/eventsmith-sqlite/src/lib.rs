@@ -42,6 +42,10 @@
 //!   page cache is the freshest: a connection drops its whole cache whenever another one has
 //!   committed), else on a pooled read-only connection (files) or on the writer thread
 //!   (in-memory databases). WAL readers never wait for locks, so each step is short work.
+//!   The pooled connections are opened with the store, on the writer thread; a read that
+//!   finds them all lent waits for one. Scans have bounded steps too: a topic-filtered page
+//!   scans a window of ids at a time, `list_sequences` a few hundred sequences by index
+//!   seeks.
 //!
 //! No `spawn_blocking`: the store works under any async runtime. The benchmarks measure the
 //! cost of the approach (`g-point-read` against rusqlite on the calling thread, and the
@@ -59,6 +63,22 @@
 //! commit's time for a group as large as the last one, so that writers share one fsync
 //! instead of alternating between two half-size groups.
 //! [`SqliteStore::commit_stats`] counts appends, transactions and inline commits.
+//!
+//! # Back-pressure
+//!
+//! The writer thread's queue holds at most [`SqliteConfig::queue_capacity`] appends (and
+//! other writer work) at once. An append that finds it full waits asynchronously for room,
+//! never blocking its thread, so a burst of appends faster than the disk holds bounded
+//! memory; [`CommitStats`] reports the queue's depth, its peak and how often callers waited.
+//! The writer still takes everything queued into its next group commit.
+//!
+//! # Cancellation
+//!
+//! Each method says what dropping its future does. In short: reads are cancel-safe; an
+//! append, once queued for the writer thread (or committing on the caller's thread), commits
+//! even if its future is dropped, and one dropped while it waited for room in a full queue
+//! was never queued and writes nothing, so a retry under the same idempotency key never
+//! writes twice.
 //!
 //! # Durability
 //!
@@ -127,7 +147,7 @@ pub use schema::SCHEMA_VERSION;
 pub use worker::CommitStats;
 
 use error::from_sqlite;
-use worker::{AppendJob, Batch, Task, Writer, WriterMsg};
+use worker::{AppendJob, Batch, Room, Task, Writer, WriterMsg};
 
 /// How hard SQLite works to make commits durable (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,10 +167,19 @@ pub struct SqliteConfig {
     /// How long an append waits for another process's write lock before failing with
     /// [`StoreError::Busy`].
     pub busy_timeout: Duration,
-    /// Idle read-only connections kept for reuse (files only).
+    /// Read-only connections of a file store, opened with the store (on its writer thread,
+    /// never on an async worker) and shared by its reads. A read that finds all of them in
+    /// use, and the write connection busy, waits (asynchronously) for one. 0: reads that find
+    /// the write connection busy run on the writer thread. In-memory stores have none.
     pub read_connections: usize,
     /// The most appends committed in one transaction.
     pub max_group: usize,
+    /// The most appends (and other work for the write connection: snapshots, leases) that
+    /// wait in the writer thread's queue at once; at least 1. An append that finds the queue
+    /// full waits asynchronously for room (back-pressure), never blocking its thread, so a
+    /// burst of appends holds at most this many batches in memory beside the group being
+    /// committed. Default 1024: four groups of the default [`max_group`](Self::max_group).
+    pub queue_capacity: usize,
     /// A quota: the file grows to at most this many pages (`PRAGMA max_page_count`; a page
     /// is 4096 bytes unless the file says otherwise). An append past it fails with
     /// [`StoreError::StorageFull`] and writes nothing, as on a full disk. `None`: no limit
@@ -165,6 +194,7 @@ impl Default for SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
             max_group: 256,
+            queue_capacity: 1024,
             max_page_count: None,
         }
     }
@@ -182,7 +212,8 @@ struct Inner {
     writer: Arc<Writer>,
     /// Work for the writer thread; it ends when this closes.
     queue: Sender<WriterMsg>,
-    /// `None` for in-memory stores, whose only connection is the writer's.
+    /// `None` for in-memory stores, whose only connection is the writer's, and for files
+    /// opened with no read connections.
     reads: Option<ReadPool>,
     closed: AtomicBool,
     path: Arc<str>,
@@ -197,28 +228,57 @@ impl std::fmt::Debug for WriterMsg {
 /// The most rows one read step returns before yielding to the async runtime.
 pub const READ_PAGE_ROWS: usize = 256;
 
-/// Idle read-only connections of a file store.
+/// The read-only connections of a file store: opened with the store, on the writer thread
+/// (opening a file is I/O, so never on an async worker), and lent to one read step at a time.
 #[derive(Debug)]
 struct ReadPool {
-    path: PathBuf,
-    config: SqliteConfig,
     idle: Mutex<Vec<Connection>>,
+    /// One permit per idle connection: a read waits here (asynchronously) when all are lent.
+    free: tokio::sync::Semaphore,
 }
 
 impl ReadPool {
+    fn new(conns: Vec<Connection>) -> Self {
+        ReadPool {
+            free: tokio::sync::Semaphore::new(conns.len()),
+            idle: Mutex::new(conns),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Connection>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open(&self, name: &str) -> Result<Connection, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn =
-            Connection::open_with_flags(&self.path, flags).map_err(|e| from_sqlite(e, name))?;
-        configure(&conn, &self.config, name)?;
-        Ok(conn)
+    /// An idle connection, waiting for one to be given back when all are lent. `Closed` once
+    /// the store is closed.
+    async fn take(&self) -> Result<Connection, StoreError> {
+        let permit = self.free.acquire().await.map_err(|_| StoreError::Closed)?;
+        permit.forget();
+        // A permit stands for an idle connection, so one is there.
+        self.lock().pop().ok_or(StoreError::Closed)
     }
+
+    fn give_back(&self, conn: Connection) {
+        self.lock().push(conn);
+        self.free.add_permits(1);
+    }
+
+    /// Closes every idle connection; reads waiting for one get `Closed`, and a lent one is
+    /// closed when its read gives it back.
+    fn close(&self) {
+        self.free.close();
+        self.lock().clear();
+    }
+}
+
+/// Opens one read-only connection to a file store (on the writer thread, at open).
+fn open_reader(path: &Path, config: &SqliteConfig, name: &str) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| from_sqlite(e, name))?;
+    configure(&conn, config, name)?;
+    Ok(conn)
 }
 
 /// Returns `Pending` once, so that a long read lets other tasks run between its pages.
@@ -349,11 +409,27 @@ fn switch_to_wal(conn: &Connection, busy_timeout: Duration, name: &str) -> Resul
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` with the default configuration.
+    ///
+    /// # Cancellation
+    ///
+    /// The file is opened, checked and (if new) given its schema on the store's writer
+    /// thread, which runs to the end of that even if the future is dropped: the file may then
+    /// exist with its schema (created in one transaction, never half), and the thread ends by
+    /// itself once it finds no store to serve. Opening again is the retry.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteConfig::default()).await
     }
 
-    /// Opens the database file at `path`.
+    /// Opens the database file at `path` (creating it if needed), with `config`. The writer
+    /// thread opens the write connection and [`SqliteConfig::read_connections`] read-only
+    /// ones, so no file is opened on an async worker afterwards.
+    ///
+    /// # Cancellation
+    ///
+    /// The file is opened, checked and (if new) given its schema on the store's writer
+    /// thread, which runs to the end of that even if the future is dropped: the file may then
+    /// exist with its schema (created in one transaction, never half), and the thread ends by
+    /// itself once it finds no store to serve. Opening again is the retry.
     pub async fn open_with(
         path: impl AsRef<Path>,
         config: SqliteConfig,
@@ -362,6 +438,11 @@ impl SqliteStore {
     }
 
     /// A fresh database in memory, gone when the store is closed or dropped.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropped before it answers, the database is made on the writer thread and dropped with
+    /// it; nothing is left behind.
     pub async fn memory() -> Result<Self, StoreError> {
         Self::start(None, SqliteConfig::default()).await
     }
@@ -373,6 +454,8 @@ impl SqliteStore {
         };
         // Only a file with synchronous=FULL fsyncs at every commit.
         let commits_fsync = path.is_some() && config.synchronous == Synchronous::Full;
+        // Unbounded as a channel; bounded by the writer's `Room`, whose slots every caller's
+        // message takes (the writer's own checkpoint request and the shutdown take none).
         let (queue, queue_rx) = crossbeam_channel::unbounded();
         let ready = {
             let (path, config, name) = (path.clone(), config.clone(), name.clone());
@@ -381,20 +464,25 @@ impl SqliteStore {
                 "eventsmith-sqlite-writer".into(),
                 move || {
                     let conn = open_writer(path.as_deref(), &config, &name)?;
-                    let writer = Writer::new(conn, name, config.busy_timeout, commits_fsync);
+                    // After the writer, which creates or migrates the schema.
+                    let readers = match &path {
+                        Some(p) => (0..config.read_connections)
+                            .map(|_| open_reader(p, &config, &name))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        None => Vec::new(),
+                    };
+                    let room = Room::new(config.queue_capacity);
+                    let writer = Writer::new(conn, name, config.busy_timeout, commits_fsync, room);
                     let writer = Arc::new(writer);
-                    Ok((writer.clone(), writer))
+                    let reads =
+                        (path.is_some() && !readers.is_empty()).then(|| ReadPool::new(readers));
+                    Ok((writer.clone(), (writer, reads)))
                 },
                 move |writer| worker::writer_loop(writer, queue_rx, max_group),
             )
         };
-        let writer = ready.await.map_err(|_| StoreError::Closed)??;
+        let (writer, reads) = ready.await.map_err(|_| StoreError::Closed)??;
 
-        let reads = path.map(|path| ReadPool {
-            path,
-            config: config.clone(),
-            idle: Mutex::new(Vec::new()),
-        });
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
@@ -407,13 +495,20 @@ impl SqliteStore {
     }
 
     /// Closes the store: later calls on any clone fail with [`StoreError::Closed`]. Work
-    /// already queued finishes first; returns once the writer's connection is closed.
+    /// already queued finishes first; returns once the writer's connection is closed. Calls
+    /// waiting for room in the writer's queue fail with [`StoreError::Closed`] and write
+    /// nothing.
+    ///
+    /// # Cancellation
+    ///
+    /// The store is closed from the first poll: dropping the future only stops waiting for
+    /// the writer thread, which still finishes the queued work and closes its connection.
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         if let Some(reads) = &self.inner.reads {
-            reads.lock().clear();
+            reads.close();
         }
         let (tx, rx) = oneshot::channel();
         if self.inner.queue.send(WriterMsg::Shutdown(tx)).is_ok() {
@@ -461,16 +556,10 @@ impl SqliteStore {
             }
         }
         if let Some(reads) = &self.inner.reads {
-            let conn = match reads.lock().pop() {
-                Some(conn) => conn,
-                None => reads.open(&path)?,
-            };
+            let conn = reads.take().await?;
             let result = f(&conn, &path);
-            let mut idle = reads.lock();
-            if !self.inner.closed.load(Ordering::SeqCst)
-                && idle.len() < reads.config.read_connections
-            {
-                idle.push(conn);
+            if !self.inner.closed.load(Ordering::SeqCst) {
+                reads.give_back(conn);
             }
             return result;
         }
@@ -478,9 +567,7 @@ impl SqliteStore {
         let task: Task = Box::new(move |conn| {
             let _ = tx.send(f(conn, &path));
         });
-        if !self.send_to_writer(WriterMsg::Run(task)) {
-            return Err(StoreError::Closed);
-        }
+        self.send_to_writer(WriterMsg::Run(task)).await?;
         // A dropped reply means the writer ended (closed) before running the task.
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -543,15 +630,15 @@ impl SqliteStore {
         let task: Task = Box::new(move |conn| {
             let _ = tx.send(f(conn, &path));
         });
-        if !self.send_to_writer(WriterMsg::Run(task)) {
-            return Err(StoreError::Closed);
-        }
+        self.send_to_writer(WriterMsg::Run(task)).await?;
         // A dropped reply means the writer ended (closed) before running the task.
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn send_to_writer(&self, msg: WriterMsg) -> bool {
-        self.inner.queue.send(msg).is_ok()
+    /// Queues `msg` for the writer thread, waiting (asynchronously) while its queue is full.
+    /// Dropped while waiting, nothing is queued; once queued, the writer runs it.
+    async fn send_to_writer(&self, msg: WriterMsg) -> Result<(), StoreError> {
+        self.inner.writer.send(&self.inner.queue, msg).await
     }
 
     async fn append_batch(&self, batch: Batch) -> Result<KeyedAppend, AppendError> {
@@ -560,9 +647,12 @@ impl SqliteStore {
             return outcome;
         }
         let (reply, rx) = oneshot::channel();
-        if !self.send_to_writer(WriterMsg::Append(AppendJob { batch, reply })) {
-            return Err(StoreError::Closed.into());
-        }
+        // The only suspension point before the batch is queued: dropped here (the queue
+        // full), the append is not queued and writes nothing.
+        self.send_to_writer(WriterMsg::Append(AppendJob { batch, reply }))
+            .await?;
+        // Queued: the writer thread commits it (or finds it conflicting) even if this future
+        // is dropped from here on.
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -669,19 +759,73 @@ fn select_rows<P: Copy, T>(
     Ok(out)
 }
 
-/// One bounded page of the notification log.
+/// The most notification ids one step of a topic-filtered read scans (see
+/// `select_notifications`): a bounded step even when few rows match.
+const SCAN_WINDOW: u64 = 4 * READ_PAGE_ROWS as u64;
+
+/// The highest notification id given so far (0 for none): one seek to the end of the rowid
+/// tree.
+fn max_notification_id(conn: &Connection, path: &str) -> Result<u64, StoreError> {
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT max(notification_id) FROM integer_items")
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .map_err(|e| from_sqlite(e, path))?;
+    read_version(max.unwrap_or(0), path)
+}
+
+/// Up to [`READ_PAGE_ROWS`] sequences of `table` after the id `after` (in id order), each
+/// with its highest position: per sequence one seek for the next id and one for its last
+/// position (the `(sequence_id, position)` index serves both), so the step is bounded
+/// whatever the sequences hold.
+fn sequences_page(
+    conn: &Connection,
+    path: &str,
+    table: &str,
+    mut after: Vec<u8>,
+) -> Result<Vec<(Uuid, i64)>, StoreError> {
+    let sql = |e| from_sqlite(e, path);
+    let mut next = conn
+        .prepare_cached(&format!(
+            "SELECT sequence_id FROM {table} WHERE sequence_id > ?1 ORDER BY sequence_id LIMIT 1"
+        ))
+        .map_err(sql)?;
+    let mut last = conn
+        .prepare_cached(&format!(
+            "SELECT max(position) FROM {table} WHERE sequence_id = ?1"
+        ))
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    while out.len() < READ_PAGE_ROWS {
+        use rusqlite::OptionalExtension;
+        let Some(id) = next
+            .query_row([&after], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map_err(sql)?
+        else {
+            break;
+        };
+        let position: i64 = last.query_row([&id], |r| r.get(0)).map_err(sql)?;
+        out.push((read_uuid(&id, path)?, position));
+        after = id;
+    }
+    Ok(out)
+}
+
+/// One bounded page of the notification log: at most `limit` rows after `after`, and with a
+/// topic filter only among the ids up to `upto` (a window the caller bounds).
 fn select_notification_page(
     conn: &Connection,
     path: &str,
     after: u64,
+    upto: Option<u64>,
     limit: usize,
     topics: &[String],
 ) -> Result<Vec<Notification>, StoreError> {
     let mut sql = String::from(
-        "SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1",
+        "SELECT sequence_id, position, topic, payload, notification_id FROM integer_items WHERE notification_id > ?1 AND notification_id <= ?3",
     );
     if !topics.is_empty() {
-        let marks: Vec<String> = (0..topics.len()).map(|i| format!("?{}", i + 3)).collect();
+        let marks: Vec<String> = (0..topics.len()).map(|i| format!("?{}", i + 4)).collect();
         sql.push_str(&format!(" AND topic IN ({})", marks.join(", ")));
     }
     sql.push_str(" ORDER BY notification_id LIMIT ?2");
@@ -689,10 +833,12 @@ fn select_notification_page(
         .prepare_cached(&sql)
         .map_err(|e| from_sqlite(e, path))?;
     let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let upto = upto.map_or(i64::MAX, |u| i64::try_from(u).unwrap_or(i64::MAX));
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let params = [
         rusqlite::types::Value::Integer(after),
         rusqlite::types::Value::Integer(limit),
+        rusqlite::types::Value::Integer(upto),
     ]
     .into_iter()
     .chain(topics.iter().cloned().map(rusqlite::types::Value::Text));
@@ -820,6 +966,16 @@ impl ItemStore for SqliteStore {
         }
     }
 
+    /// Appends the batch atomically, at the next notification ids (see [`ItemStore::append`]).
+    ///
+    /// # Cancellation
+    ///
+    /// Once the batch is queued for the writer thread, or committing on the caller's thread
+    /// (which finishes within the poll that began it), dropping the future does not withdraw
+    /// it: it commits, or conflicts, as if awaited, and only the answer is lost; a retry of
+    /// the same batch then conflicts. Dropped while it waits for room in a full writer queue
+    /// ([`SqliteConfig::queue_capacity`]), it was never queued and writes nothing. To retry
+    /// safely after a drop, append with an idempotency key.
     #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = false, outcome = tracing::field::Empty))]
     async fn append(&self, items: Vec<IntegerSequencedItem>) -> Result<Range<u64>, AppendError> {
         outcome(
@@ -840,6 +996,17 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Appends the batch with its idempotency key, or finds the key used and writes nothing
+    /// (see [`ItemStore::append_with_key`]).
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](Self::append): once queued (or committing inline) the batch and its
+    /// key commit even if the future is dropped; dropped while waiting for room in a full
+    /// writer queue, nothing is written. Either way a retry under the same key is safe: it
+    /// answers [`KeyedAppend::AlreadyApplied`] with the dropped append's versions if that
+    /// one committed, and appends otherwise (tested in
+    /// `tests/sqlite.rs`: `dropped_appends_commit_once_queued_and_never_while_waiting_for_room`).
     #[tracing::instrument(name = "eventsmith.append", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), position = items.first().map(|i| i.position), keyed = true, outcome = tracing::field::Empty))]
     async fn append_with_key(
         &self,
@@ -864,6 +1031,13 @@ impl ItemStore for SqliteStore {
         Some(Delivery::Transactional)
     }
 
+    /// The position follower `follower` recorded (0 before its first page).
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.tracking", level = "debug", skip_all, fields(backend = "sqlite", follower = %follower, outcome = tracing::field::Empty))]
     async fn tracking_position(&self, follower: &str) -> Result<u64, StoreError> {
         outcome(
@@ -878,6 +1052,15 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Appends the items and moves the follower's tracking record from `tracking.from` to
+    /// `tracking.to` in one transaction (see [`ItemStore::append_tracked`]).
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](Self::append): once queued (or committing inline) it commits even if
+    /// the future is dropped, and a retry of the same page then fails with
+    /// [`AppendError::TrackingMoved`] (the runner continues from the recorded position);
+    /// dropped while waiting for room in a full writer queue, nothing is written.
     #[tracing::instrument(name = "eventsmith.append_tracked", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), follower = %tracking.follower, from = tracking.from, to = tracking.to, outcome = tracing::field::Empty))]
     async fn append_tracked(
         &self,
@@ -901,6 +1084,14 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Claims or renews the follower's lease, in one statement on the write connection.
+    ///
+    /// # Cancellation
+    ///
+    /// Once queued for the writer thread (after any wait for room), the claim runs even if
+    /// the future is dropped: the lease may be held without the caller knowing. Claiming
+    /// again with the same owner renews it, and an unrenewed lease expires after its time
+    /// to live, so a dropped claim delays other runners at most that long.
     #[tracing::instrument(name = "eventsmith.lease.claim", level = "debug", skip_all, fields(backend = "sqlite", follower = %lease.follower, owner = %lease.owner, outcome = tracing::field::Empty))]
     async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
         outcome(
@@ -915,6 +1106,13 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Releases the follower's lease if `owner` holds it.
+    ///
+    /// # Cancellation
+    ///
+    /// Once queued for the writer thread (after any wait for room), the release runs even if
+    /// the future is dropped. Releasing again is harmless; a release that never ran leaves
+    /// the lease to expire.
     #[tracing::instrument(name = "eventsmith.lease.release", level = "debug", skip_all, fields(backend = "sqlite", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
     async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
         outcome(
@@ -934,6 +1132,13 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// What an earlier append under `key` wrote to `sequence_id`, if any.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.find_key", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, outcome = tracing::field::Empty))]
     async fn find_key(
         &self,
@@ -952,6 +1157,14 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// The items of one sequence within the query's bounds, read in steps of at most
+    /// [`READ_PAGE_ROWS`] rows.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.select", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select(
         &self,
@@ -981,6 +1194,15 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// Up to `limit` notifications after `after`, of `topics` if any are given: in steps of
+    /// at most [`READ_PAGE_ROWS`] rows, and with topics of at most a few thousand ids
+    /// scanned each, so that a rare topic behind a long log is found in bounded steps.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "sqlite", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
@@ -993,24 +1215,43 @@ impl ItemStore for SqliteStore {
                 let topics: Arc<[String]> = topics.iter().map(|t| (*t).to_owned()).collect();
                 let (mut after, mut rest) = (after, limit);
                 let mut out = Vec::new();
-                while rest > 0 {
+                // With a topic filter, a page of matching rows may lie behind any number of
+                // others (there is no index on topics), so each step scans a window of at
+                // most `SCAN_WINDOW` ids, up to the head read first: every id up to it is
+                // committed (ids are given in commit order), so a window never has a hole
+                // that a later commit fills. Without a filter, the rowid order bounds a step.
+                let head = if topics.is_empty() || rest == 0 {
+                    u64::MAX
+                } else {
+                    self.read(max_notification_id).await?
+                };
+                while rest > 0 && after < head {
                     let want = rest.min(READ_PAGE_ROWS);
+                    let upto =
+                        (!topics.is_empty()).then(|| after.saturating_add(SCAN_WINDOW).min(head));
                     let topics = topics.clone();
                     let page = self
                         .read(move |conn, path| {
-                            select_notification_page(conn, path, after, want, &topics)
+                            select_notification_page(conn, path, after, upto, want, &topics)
                         })
                         .await?;
                     let n = page.len();
-                    if let Some(last) = page.last() {
-                        after = last.id;
+                    rest -= n;
+                    match (page.last(), upto) {
+                        // Full: the next step starts after its last row.
+                        (Some(last), _) if n == want => after = last.id,
+                        // The window is read; the next one starts after it.
+                        (_, Some(upto)) => after = upto,
+                        // Unfiltered and short: the end of the log.
+                        (_, None) => {
+                            out.extend(page);
+                            break;
+                        }
                     }
                     out.extend(page);
-                    rest -= n;
-                    if n < want {
-                        break;
+                    if rest > 0 && after < head {
+                        yield_now().await;
                     }
-                    yield_now().await;
                 }
                 Ok(out)
             }
@@ -1018,24 +1259,25 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// The highest notification id given so far (0 for none).
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.max_notification_id", level = "debug", skip_all, fields(backend = "sqlite", outcome = tracing::field::Empty))]
     async fn max_notification_id(&self) -> Result<u64, StoreError> {
-        outcome(
-            async {
-                self.read(|conn, path| {
-                    let max: Option<i64> = conn
-                        .query_row("SELECT max(notification_id) FROM integer_items", [], |r| {
-                            r.get(0)
-                        })
-                        .map_err(|e| from_sqlite(e, path))?;
-                    read_version(max.unwrap_or(0), path)
-                })
-                .await
-            }
-            .await,
-        )
+        outcome(async { self.read(max_notification_id).await }.await)
     }
 
+    /// Appends timestamp-sequenced items atomically (see [`ItemStore::append_timestamped`]).
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`append`](Self::append): once queued (or committing inline) the batch commits
+    /// even if the future is dropped, and a retry of it then conflicts; dropped while waiting
+    /// for room in a full writer queue, nothing is written.
     #[tracing::instrument(name = "eventsmith.append_timestamped", level = "debug", skip_all, fields(backend = "sqlite", items = items.len(), sequence_id = items.first().map(|i| tracing::field::display(i.sequence_id)), outcome = tracing::field::Empty))]
     async fn append_timestamped(
         &self,
@@ -1057,6 +1299,14 @@ impl ItemStore for SqliteStore {
         )
     }
 
+    /// The timestamped items of one sequence within the query's bounds, in steps of at most
+    /// [`READ_PAGE_ROWS`] rows.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.select_timestamped", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_timestamped(
         &self,
@@ -1088,6 +1338,13 @@ impl ItemStore for SqliteStore {
 }
 
 impl SnapshotStore for SqliteStore {
+    /// Writes (or replaces) the snapshot at its position, on the writer thread.
+    ///
+    /// # Cancellation
+    ///
+    /// Once queued for the writer thread (after any wait for room), the snapshot is written
+    /// even if the future is dropped. Writing the same snapshot again replaces it with
+    /// itself, so a retry is harmless.
     #[tracing::instrument(name = "eventsmith.snapshot.write", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %snapshot.sequence_id, position = snapshot.position, outcome = tracing::field::Empty))]
     async fn write_snapshot(&self, snapshot: IntegerSequencedItem) -> Result<(), StoreError> {
         outcome(async {
@@ -1112,6 +1369,13 @@ impl SnapshotStore for SqliteStore {
         }.await)
     }
 
+    /// The latest snapshot of `sequence_id` at or before `lte`.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
@@ -1145,6 +1409,15 @@ impl SnapshotStore for SqliteStore {
 }
 
 impl Inventory for SqliteStore {
+    /// Every sequence of one kind with its highest position, in steps of at most
+    /// [`READ_PAGE_ROWS`] sequences (two index seeks each), so a large store never holds an
+    /// async worker for a whole-table scan.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.inventory.sequences", level = "debug", skip_all, fields(backend = "sqlite", kind = ?kind, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn list_sequences(&self, kind: ItemKind) -> Result<Vec<(Uuid, i64)>, StoreError> {
         rows(
@@ -1154,28 +1427,39 @@ impl Inventory for SqliteStore {
                     ItemKind::Timestamped => "timestamp_items",
                     ItemKind::Snapshots => "snapshots",
                 };
-                self.read(move |conn, path| {
-                    let sql = format!(
-                        "SELECT sequence_id, max(position) FROM {table} GROUP BY sequence_id"
-                    );
-                    let mut stmt = conn.prepare(&sql).map_err(|e| from_sqlite(e, path))?;
-                    let mut rows = stmt.query([]).map_err(|e| from_sqlite(e, path))?;
-                    let mut out = Vec::new();
-                    while let Some(row) = rows.next().map_err(|e| from_sqlite(e, path))? {
-                        let id: Vec<u8> = row.get(0).map_err(|e| from_sqlite(e, path))?;
-                        out.push((
-                            read_uuid(&id, path)?,
-                            row.get(1).map_err(|e| from_sqlite(e, path))?,
-                        ));
+                // In steps of at most `READ_PAGE_ROWS` sequences, each sequence two index
+                // seeks (its id after the last one, its highest position), with a yield
+                // between steps: bounded work however large the table.
+                let mut out = Vec::new();
+                let mut after: Vec<u8> = Vec::new(); // sorts before every id
+                loop {
+                    let from = std::mem::take(&mut after);
+                    let page = self
+                        .read(move |conn, path| sequences_page(conn, path, table, from))
+                        .await?;
+                    let n = page.len();
+                    if let Some((id, _)) = page.last() {
+                        after = id.as_bytes().to_vec();
                     }
-                    Ok(out)
-                })
-                .await
+                    out.extend(page);
+                    if n < READ_PAGE_ROWS {
+                        break;
+                    }
+                    yield_now().await;
+                }
+                Ok(out)
             }
             .await,
         )
     }
 
+    /// Every snapshot of `sequence_id`, in steps of at most [`READ_PAGE_ROWS`] rows.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
+    /// already handed to the writer thread (in-memory stores) still runs and its answer is
+    /// discarded.
     #[tracing::instrument(name = "eventsmith.inventory.snapshots", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_snapshots(
         &self,

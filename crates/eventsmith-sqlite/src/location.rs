@@ -12,7 +12,8 @@ use crate::{SqliteConfig, Synchronous};
 ///
 /// - `sqlite:///absolute/path.db`, `sqlite://relative/path.db` or `sqlite:relative/path.db`;
 /// - parameters: `synchronous=full|normal`, `busy_timeout_ms=N`, `read_connections=N`,
-///   `max_group=N` (at least 1), `max_page_count=N` (at least 1).
+///   `max_group=N` (at least 1), `queue_capacity=N` (at least 1), `max_page_count=N` (at
+///   least 1).
 ///
 /// Unknown parameters are refused, so that a misspelt one is not silently ignored.
 ///
@@ -97,12 +98,13 @@ impl std::str::FromStr for SqliteUrl {
                 "busy_timeout_ms" => config.busy_timeout = Duration::from_millis(number()?),
                 "read_connections" => config.read_connections = number()? as usize,
                 "max_group" => config.max_group = positive()?,
+                "queue_capacity" => config.queue_capacity = positive()?,
                 "max_page_count" => config.max_page_count = Some(positive()? as u64),
                 other => {
                     return Err(config_error(
                         url,
                         format!(
-                            "unknown parameter {other:?} (known: synchronous, busy_timeout_ms, read_connections, max_group, max_page_count)"
+                            "unknown parameter {other:?} (known: synchronous, busy_timeout_ms, read_connections, max_group, queue_capacity, max_page_count)"
                         ),
                     ));
                 }
@@ -131,13 +133,14 @@ mod tests {
             PathBuf::from("/a b/é.db")
         );
         let url: SqliteUrl =
-            "sqlite:///x.db?synchronous=NORMAL&busy_timeout_ms=250&read_connections=0&max_group=8&max_page_count=100"
+            "sqlite:///x.db?synchronous=NORMAL&busy_timeout_ms=250&read_connections=0&max_group=8&queue_capacity=16&max_page_count=100"
                 .parse()
                 .unwrap();
         assert_eq!(url.config.synchronous, Synchronous::Normal);
         assert_eq!(url.config.busy_timeout, Duration::from_millis(250));
         assert_eq!(url.config.read_connections, 0);
         assert_eq!(url.config.max_group, 8);
+        assert_eq!(url.config.queue_capacity, 16);
         assert_eq!(url.config.max_page_count, Some(100));
     }
 
@@ -155,6 +158,7 @@ mod tests {
             ("sqlite:%00", "NUL"),
             ("sqlite:///x.db?synchronous=off", "use full or normal"),
             ("sqlite:///x.db?max_group=0", "at least 1"),
+            ("sqlite:///x.db?queue_capacity=0", "at least 1"),
             ("sqlite:///x.db?busy_timeout_ms=soon", "not a number"),
             ("sqlite:///x.db?busytimeout=1", "unknown parameter"),
         ] {

@@ -40,9 +40,12 @@ where
     /// Opens the projection `name` on the event store file at `path` (opened by a
     /// [`SqliteStore`] before, so the schema exists). `setup` creates the view's tables (use
     /// `IF NOT EXISTS`); `apply` writes one notification into them, through the page's
-    /// transaction.
+    /// transaction. The file is opened and `setup` run on tokio's blocking threads.
     ///
-    /// Dropping the future may leave the setup run; it is idempotent.
+    /// # Cancellation
+    ///
+    /// Dropping the future does not stop the blocking task: the setup may have run (it is
+    /// idempotent), and its connection is closed with the task.
     pub async fn open(
         path: impl AsRef<Path>,
         name: &str,
@@ -88,6 +91,11 @@ where
         &self.name
     }
 
+    /// The projection's tracking record, read on tokio's blocking threads.
+    ///
+    /// # Cancellation
+    ///
+    /// Cancel-safe: it writes nothing.
     fn position<'a>(&'a self, _: &'a SqliteStore) -> BoxFuture<'a, Result<u64, FollowError>> {
         let (conn, name, path) = (self.conn.clone(), self.name.clone(), self.path.clone());
         Box::pin(async move {
@@ -99,6 +107,15 @@ where
         })
     }
 
+    /// Applies the page and records its last id in one transaction, on tokio's blocking
+    /// threads; [`FollowError::Moved`] if the recorded position is no longer `from`.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future does not stop the blocking transaction: the page and its
+    /// tracking record commit together or not at all. A retry of the same page after a
+    /// commit fails with [`FollowError::Moved`], and the runner continues from the recorded
+    /// position: never applied twice.
     fn handle<'a>(
         &'a self,
         _: &'a SqliteStore,

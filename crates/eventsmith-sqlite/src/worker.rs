@@ -5,17 +5,20 @@
 //! commits everything queued together (group commit). The writer thread also waits out other
 //! processes' write locks, runs checkpoints and the connection's other work, so async callers
 //! never wait on a lock or a checkpoint.
+//!
+//! The queue to the writer thread is bounded ([`Room`]): a caller that finds it full waits
+//! asynchronously for a slot, so a burst of appends costs bounded memory and no thread blocks.
 
 use std::cell::Cell;
 use std::ffi::c_int;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, ErrorCode, params};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, TryAcquireError, oneshot};
 use uuid::Uuid;
 
 use eventsmith_core::{
@@ -35,6 +38,13 @@ pub struct CommitStats {
     /// Of those transactions, how many the appending caller ran on its own thread because the
     /// writer was idle; the rest ran on the writer thread, possibly for several appends.
     pub inline: u64,
+    /// Callers' messages (appends and other work for the write connection) waiting in the
+    /// writer thread's queue now; never more than [`SqliteConfig::queue_capacity`](crate::SqliteConfig::queue_capacity).
+    pub queued: usize,
+    /// The most callers' messages the queue has held at once since the store opened.
+    pub queue_peak: usize,
+    /// How many times a caller found the queue full and waited for room (back-pressure).
+    pub queue_full_waits: u64,
 }
 
 /// Work for the write connection's thread.
@@ -79,6 +89,35 @@ pub(crate) struct AppendJob {
     pub(crate) reply: oneshot::Sender<Outcome>,
 }
 
+/// The bound on the writer thread's queue: one permit per free slot. A caller takes a slot
+/// before it queues an append or other work (waiting asynchronously while there is none) and
+/// the writer thread gives it back as it takes the message off the queue, so at most
+/// `capacity` callers' messages wait at once, however many callers there are. The writer's
+/// own messages (a checkpoint request, the shutdown) take no slot; each is queued at most
+/// once at a time.
+pub(crate) struct Room {
+    slots: Semaphore,
+    capacity: usize,
+    /// Messages holding a slot and not yet taken off the queue.
+    depth: AtomicUsize,
+    peak: AtomicUsize,
+    full_waits: AtomicU64,
+}
+
+impl Room {
+    /// Room for `capacity` messages (at least 1).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        Room {
+            slots: Semaphore::new(capacity),
+            capacity,
+            depth: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            full_waits: AtomicU64::new(0),
+        }
+    }
+}
+
 /// WAL frames after which the writer copies the WAL back into the database file (SQLite's
 /// own auto-checkpoint threshold, which this replaces so that no caller's thread runs one).
 const CHECKPOINT_FRAMES: c_int = 1000;
@@ -116,6 +155,8 @@ pub(crate) struct Writer {
     appends: AtomicU64,
     transactions: AtomicU64,
     inline: AtomicU64,
+    /// The bound on the writer thread's queue.
+    room: Room,
 }
 
 impl std::fmt::Debug for Writer {
@@ -132,6 +173,7 @@ impl Writer {
         path: Arc<str>,
         busy_timeout: Duration,
         commits_fsync: bool,
+        room: Room,
     ) -> Self {
         conn.wal_hook(Some(note_wal_frames));
         Writer {
@@ -144,6 +186,7 @@ impl Writer {
             appends: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             inline: AtomicU64::new(0),
+            room,
         }
     }
 
@@ -156,6 +199,49 @@ impl Writer {
             appends: self.appends.load(Ordering::Relaxed),
             transactions: self.transactions.load(Ordering::Relaxed),
             inline: self.inline.load(Ordering::Relaxed),
+            queued: self.room.depth.load(Ordering::Relaxed),
+            queue_peak: self.room.peak.load(Ordering::Relaxed),
+            queue_full_waits: self.room.full_waits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues `msg` for the writer thread once the queue has room: at once when it has, else
+    /// after waiting (asynchronously: the caller's thread runs other tasks meanwhile) for the
+    /// writer thread to take messages off it. Cancel-safe: dropped while waiting, nothing is
+    /// queued; once this returns `Ok`, the message is queued and the writer thread handles
+    /// it whatever becomes of the caller. `Closed` once the writer thread has ended.
+    pub(crate) async fn send(
+        &self,
+        queue: &Sender<WriterMsg>,
+        msg: WriterMsg,
+    ) -> Result<(), StoreError> {
+        let room = &self.room;
+        match room.slots.try_acquire() {
+            Ok(slot) => slot.forget(),
+            Err(TryAcquireError::Closed) => return Err(StoreError::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                room.full_waits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(path = %self.path, capacity = room.capacity, "writer queue full; waiting for room");
+                let slot = room.slots.acquire().await.map_err(|_| StoreError::Closed)?;
+                slot.forget();
+            }
+        }
+        // Counted before it is sent, so that the writer thread, which counts it off as it
+        // takes it, never sees a depth below zero.
+        let depth = room.depth.fetch_add(1, Ordering::Relaxed) + 1;
+        room.peak.fetch_max(depth, Ordering::Relaxed);
+        if queue.send(msg).is_err() {
+            room.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The writer thread took `msg` off the queue: its slot is free again.
+    fn taken(&self, msg: &WriterMsg) {
+        if matches!(msg, WriterMsg::Append(_) | WriterMsg::Run(_)) {
+            self.room.depth.fetch_sub(1, Ordering::Relaxed);
+            self.room.slots.add_permits(1);
         }
     }
 
@@ -229,6 +315,30 @@ impl Writer {
         begun
     }
 
+    /// [`begin`](Self::begin) on the writer thread: at once if the write lock is free, else
+    /// waiting up to the busy timeout for another process to release it, with a DEBUG line
+    /// when the wait starts and one when it ends (how long it took, and whether it got the
+    /// lock).
+    fn begin_waiting(&self, conn: &Connection) -> rusqlite::Result<()> {
+        match self.begin(conn, false) {
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
+            done => return done,
+        }
+        tracing::debug!(path = %self.path, busy_timeout_ms = self.busy_timeout.as_millis() as u64, "busy: write lock held by another process; waiting for it");
+        let started = Instant::now();
+        let begun = self.begin(conn, true);
+        let waited_ms = started.elapsed().as_secs_f64() * 1e3;
+        match &begun {
+            Ok(()) => {
+                tracing::debug!(path = %self.path, waited_ms, "busy wait over: write lock taken")
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path, waited_ms, error = %e, "busy wait gave up: write lock still held")
+            }
+        }
+        begun
+    }
+
     /// Inserts each batch, in a savepoint of its own when there are several, and commits
     /// (or rolls back if none inserted) the transaction that [`Writer::begin`] opened. An
     /// error of the transaction as a whole rolls everything back.
@@ -298,7 +408,7 @@ impl Writer {
         // DEBUG, not INFO: one line per commit would be noise in steady state.
         tracing::debug!(path = %self.path, size = group.len(), "group commit");
         let result = self
-            .begin(conn, true)
+            .begin_waiting(conn)
             .map_err(|e| from_sqlite(e, &self.path))
             .and_then(|()| {
                 let batches: Vec<&Batch> = group.iter().map(|job| &job.batch).collect();
@@ -332,11 +442,21 @@ impl Writer {
         // A failed checkpoint loses nothing: the WAL just stays longer, and the next commit
         // past the threshold asks again.
         // It is still worth a warning: a WAL that never checkpoints grows without bound.
+        // The first column is 1 when another connection's checkpoint held the checkpoint
+        // lock (SQLite reports that as a row, not an error); `copied` falls short of
+        // `wal_pages` while readers still use older frames.
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         }) {
-            Ok((wal_pages, copied)) => {
+            Ok((0, wal_pages, copied)) => {
                 tracing::debug!(path = %self.path, wal_pages, copied, "checkpoint")
+            }
+            Ok((_, wal_pages, copied)) => {
+                tracing::debug!(path = %self.path, wal_pages, copied, "checkpoint blocked by another connection's checkpoint")
             }
             Err(e) => {
                 tracing::warn!(path = %self.path, error = %e, "checkpoint failed; the WAL stays until the next one")
@@ -359,8 +479,14 @@ pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_grou
         let msg = match next.take() {
             Some(m) => m,
             None => match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return,
+                Ok(m) => {
+                    writer.taken(&m);
+                    m
+                }
+                Err(_) => {
+                    writer.room.slots.close();
+                    return;
+                }
             },
         };
         let mut guard = writer.lock();
@@ -378,6 +504,9 @@ pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_grou
             WriterMsg::Shutdown(done) => {
                 *guard = None;
                 drop(guard);
+                // Callers waiting for room get `Closed`; what is still queued is dropped
+                // with the channel, and its callers get `Closed` too.
+                writer.room.slots.close();
                 let _ = done.send(());
                 return;
             }
@@ -401,6 +530,9 @@ pub(crate) fn writer_loop(writer: Arc<Writer>, rx: Receiver<WriterMsg>, max_grou
                     } else {
                         rx.try_recv().ok()
                     };
+                    if let Some(m) = &received {
+                        writer.taken(m);
+                    }
                     match received {
                         Some(WriterMsg::Append(job)) => group.push(job),
                         Some(other) => {

@@ -937,3 +937,328 @@ async fn concurrent_appends_into_a_full_file_each_keep_the_whole_chain() {
         stats.transactions
     );
 }
+
+/// Polls `done` every 5 ms for up to 5 s (less than the default busy timeout, during which
+/// the writer thread waits for a lock a test holds); whether it came true.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Back-pressure: a burst of 64 appends into a writer queue of 2 while another connection
+/// holds the write lock. The queue never holds more than 2 (the others wait, without
+/// blocking a thread, for room), every append commits once the lock is released, and they
+/// are still committed in groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_writer_queue_makes_appends_wait_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteConfig {
+        queue_capacity: 2,
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let before = store.commit_stats();
+    let ids: Vec<Uuid> = (0..64).map(|_| Uuid::new_v4()).collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(vec![item(id, 1), item(id, 2)]).await })
+        })
+        .collect();
+    // One append is with the writer thread, which waits for the lock; two fill the queue;
+    // the rest wait for room.
+    assert!(
+        eventually(|| store.commit_stats().queue_full_waits >= 50).await,
+        "appends never waited for room: {:?}",
+        store.commit_stats()
+    );
+    let held = store.commit_stats();
+    other.execute_batch("ROLLBACK").unwrap();
+    for task in tasks {
+        let ids = task.await.unwrap().unwrap();
+        assert_eq!(ids.end - ids.start, 2);
+    }
+    for id in &ids {
+        assert_eq!(
+            store.select(*id, &Select::all()).await.unwrap(),
+            vec![item(*id, 1), item(*id, 2)]
+        );
+    }
+    let after = store.commit_stats();
+    eprintln!("while the lock was held: {held:?}; after: {after:?}");
+    assert!(held.queued <= 2, "{held:?}");
+    assert_eq!(
+        after.queue_peak, 2,
+        "the queue grew past its capacity: {after:?}"
+    );
+    assert_eq!(after.queued, 0, "{after:?}");
+    assert_eq!(after.appends - before.appends, 64);
+    assert!(
+        after.transactions - before.transactions < 64,
+        "the queued appends were never grouped: {before:?} -> {after:?}"
+    );
+    store.close().await;
+}
+
+/// Cancellation with a full queue (capacity 1, the write lock held elsewhere): of three keyed
+/// appends whose tasks are aborted, the one the writer thread holds and the one queued behind
+/// it still commit once the lock is released; the one that was waiting for room was never
+/// queued and writes nothing. Retried under their keys, the first two answer with what they
+/// wrote and the third appends: every batch stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_appends_commit_once_queued_and_never_while_waiting_for_room() {
+    use eventsmith_core::{IdempotencyKey, KeyedAppend, PriorAppend};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteConfig {
+        queue_capacity: 1,
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let before = store.commit_stats();
+    let batch = |id| vec![item(id, 1), item(id, 2)];
+    let key = |name: &str| IdempotencyKey::new(name).unwrap();
+    let spawn = |id: Uuid, name: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append_with_key(batch(id), &key(name)).await })
+    };
+    let (taken, queued, waiting) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let a = spawn(taken, "taken");
+    // Off the queue, with the writer thread (which waits for the lock).
+    assert!(eventually(|| store.commit_stats().queue_peak == 1).await);
+    assert!(eventually(|| store.commit_stats().queued == 0).await);
+    let b = spawn(queued, "queued");
+    assert!(eventually(|| store.commit_stats().queued == 1).await);
+    let c = spawn(waiting, "waiting");
+    assert!(eventually(|| store.commit_stats().queue_full_waits == 1).await);
+    for task in [a, b, c] {
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+    other.execute_batch("ROLLBACK").unwrap();
+    assert!(
+        eventually(|| store.commit_stats().appends - before.appends == 2).await,
+        "the dropped appends were not committed: {:?}",
+        store.commit_stats()
+    );
+    assert_eq!(
+        store.select(taken, &Select::all()).await.unwrap(),
+        batch(taken)
+    );
+    assert_eq!(
+        store.select(queued, &Select::all()).await.unwrap(),
+        batch(queued)
+    );
+    assert!(
+        store
+            .select(waiting, &Select::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (id, name) in [(taken, "taken"), (queued, "queued")] {
+        assert_eq!(
+            store.append_with_key(batch(id), &key(name)).await.unwrap(),
+            KeyedAppend::AlreadyApplied(PriorAppend {
+                sequence_id: id,
+                versions: 1..=2
+            }),
+            "{name}"
+        );
+    }
+    assert!(matches!(
+        store
+            .append_with_key(batch(waiting), &key("waiting"))
+            .await
+            .unwrap(),
+        KeyedAppend::Appended(_)
+    ));
+    for id in [taken, queued, waiting] {
+        assert_eq!(store.select(id, &Select::all()).await.unwrap(), batch(id));
+    }
+    let stats = store.commit_stats();
+    assert_eq!(stats.queued, 0, "{stats:?}");
+    store.close().await;
+}
+
+/// Callers waiting for room when the store closes get `Closed`, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_waiting_for_room_fail_closed_when_the_store_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteConfig {
+        queue_capacity: 1,
+        busy_timeout: Duration::from_millis(300),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open_with(&path, config).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(vec![item(Uuid::new_v4(), 1)]).await })
+        })
+        .collect();
+    assert!(eventually(|| store.commit_stats().queue_full_waits >= 2).await);
+    let closing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.close().await })
+    };
+    for task in tasks {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("an append hung after close")
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(AppendError::Store(
+                    StoreError::Closed | StoreError::Busy { .. }
+                ))
+            ),
+            "{outcome:?}"
+        );
+    }
+    closing.await.unwrap();
+    drop(other);
+}
+
+/// `list_sequences` reads in bounded steps (a few hundred sequences each): across several
+/// steps every sequence is listed once, with its highest position.
+#[tokio::test]
+async fn list_sequences_spans_several_steps() {
+    use eventsmith_core::{Inventory, ItemKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("events.db"))
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..700u64 {
+        let id = Uuid::new_v4();
+        let n = 1 + i % 4;
+        batch.extend((1..=n).map(|p| item(id, p)));
+        expected.push((id, n as i64));
+    }
+    store.append(batch).await.unwrap();
+    let mut listed = store.list_sequences(ItemKind::Integer).await.unwrap();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(
+        store
+            .list_sequences(ItemKind::Snapshots)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A topic-filtered read scans the log in bounded windows: rare matches far apart, behind
+/// thousands of other rows, are all found, in order, for any start and limit, exactly as
+/// filtering the whole log gives them.
+#[tokio::test]
+async fn topic_filtered_notifications_cross_scan_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("events.db"))
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    let items: Vec<_> = (1..=5000u64)
+        .map(|p| SequencedItem {
+            topic: if p % 1300 == 0 || p == 4999 {
+                "rare"
+            } else {
+                "common"
+            }
+            .into(),
+            ..item(id, p)
+        })
+        .collect();
+    store.append(items).await.unwrap();
+    let all = store.select_notifications(0, 10_000, &[]).await.unwrap();
+    assert_eq!(all.len(), 5000);
+    for after in [0, 1299, 1300, 2700, 4998, 4999, 5000, 9000] {
+        for limit in [1, 2, 3, 10] {
+            let want: Vec<_> = all
+                .iter()
+                .filter(|n| n.id > after && n.item.topic == "rare")
+                .take(limit)
+                .cloned()
+                .collect();
+            let got = store
+                .select_notifications(after, limit, &["rare"])
+                .await
+                .unwrap();
+            assert_eq!(got, want, "after {after}, limit {limit}");
+            let both = store
+                .select_notifications(after, limit, &["rare", "common"])
+                .await
+                .unwrap();
+            let want: Vec<_> = all
+                .iter()
+                .filter(|n| n.id > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(both, want, "after {after}, limit {limit}, both topics");
+        }
+    }
+}
+
+/// More concurrent reads than read connections wait for one (and with none, go to the writer
+/// thread): every read answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_share_the_connections_opened_with_the_store() {
+    for read_connections in [0, 1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SqliteConfig {
+            read_connections,
+            ..SqliteConfig::default()
+        };
+        let store = SqliteStore::open_with(dir.path().join("events.db"), config)
+            .await
+            .unwrap();
+        let id = Uuid::new_v4();
+        store
+            .append((1..=600).map(|p| item(id, p)).collect())
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if i % 4 == 0 {
+                        store.append(vec![item(Uuid::new_v4(), 1)]).await.unwrap();
+                    }
+                    store.select(id, &Select::all()).await.unwrap().len()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(
+                task.await.unwrap(),
+                600,
+                "{read_connections} read connections"
+            );
+        }
+        store.close().await;
+        assert!(matches!(
+            store.select(id, &Select::all()).await,
+            Err(StoreError::Closed)
+        ));
+    }
+}
