@@ -133,3 +133,73 @@ async fn new_keys_are_written_and_erased_off_the_async_thread() {
     events.append(&[envelope(bob, 2)]).await.unwrap();
     assert_eq!(writes.lock().unwrap().len(), 3);
 }
+
+/// The notes of one aggregate, snapshotted.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Notes {
+    count: u64,
+}
+impl eventsmith_core::Aggregate for Notes {
+    type Event = NoteEvent;
+    fn apply(&mut self, _: &NoteEvent) {
+        self.count += 1;
+    }
+}
+impl eventsmith_snapshot::SnapshotState for Notes {
+    const SNAPSHOT_TOPIC: &'static str = "note.Snapshot";
+}
+
+// Only the snapshot topic is encrypted: the snapshot is the first thing that needs the
+// aggregate's key, and creates it off the async thread too.
+#[tokio::test]
+async fn a_snapshot_creates_its_key_off_the_async_thread() {
+    use eventsmith_core::{Root, SnapshotStore, Snapshots};
+    let dir = tempfile::tempdir().unwrap();
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let keys = Arc::new(PerAggregateKeys::new(
+        "master-1",
+        Key::generate(),
+        Watched {
+            files: FileKeyStore::open(dir.path()).unwrap(),
+            writes: writes.clone(),
+        },
+    ));
+    let mapper = EventMapper::<NoteEvent>::builder()
+        .cipher(
+            Arc::new(AesGcmCipher::with_shared_keys(keys)),
+            Encrypt::Topics(["note.Snapshot".to_owned()].into()),
+        )
+        .build()
+        .unwrap();
+    let store = MemoryStore::new();
+    let snapshots = eventsmith_snapshot::StoredSnapshots::<Notes, _>::new(
+        store.clone(),
+        mapper.payloads().clone(),
+    );
+    let id = Uuid::new_v4();
+    let root = Root::<Notes>::create(
+        id,
+        Noted {
+            text: "first".into(),
+        },
+    );
+    snapshots.take(&root).await.unwrap();
+    let seen = writes.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the snapshot created the aggregate's key: {seen:?}"
+    );
+    assert_ne!(
+        seen[0],
+        std::thread::current().id(),
+        "the snapshot's key was written on the async worker thread"
+    );
+    let stored = store.latest_snapshot(id, None).await.unwrap().unwrap();
+    assert!(!stored.payload.windows(5).any(|w| w == b"first"));
+    let loaded = Snapshots::<Notes>::load(&snapshots, id, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.state().count, 1);
+}

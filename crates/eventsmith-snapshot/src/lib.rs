@@ -240,6 +240,11 @@ impl<A: SnapshotState, S: SnapshotStore> StoredSnapshots<A, S> {
     }
 
     async fn write(&self, root: &Root<A>) -> Result<(), SnapshotError> {
+        // An encrypted snapshot topic may need its aggregate's key created first: that I/O
+        // runs off the async threads, before the synchronous seal.
+        if let Some(ready) = self.payloads.prepare(root.id(), A::SNAPSHOT_TOPIC) {
+            ready.await.map_err(SnapshotError::Encode)?;
+        }
         let item = self.encode(root).map_err(SnapshotError::Encode)?;
         self.store
             .write_snapshot(item)
