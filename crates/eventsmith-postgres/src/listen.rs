@@ -80,7 +80,7 @@ impl Session {
     /// notification can be missed between the two.
     async fn open(config: &PostgresConfig, channel: &str) -> Result<Session, StoreError> {
         let address = config.address();
-        let mut driver = config.connection();
+        let mut driver = config.connection(crate::config::Role::Pooled);
         if driver.get_application_name() == Some("eventsmith") {
             driver.application_name("eventsmith-listener");
         }

@@ -12,7 +12,7 @@ use eventsmith_core::StoreError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, Role};
 use crate::error::from_pg;
 
 /// One connection and the statements prepared on it.
@@ -33,9 +33,9 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Opens a connection; its I/O runs on a spawned task that ends when the client is
     /// dropped or the server goes away.
-    pub(crate) async fn open(config: &PostgresConfig) -> Result<Conn, StoreError> {
+    pub(crate) async fn open(config: &PostgresConfig, role: Role) -> Result<Conn, StoreError> {
         let (client, connection) = config
-            .connection()
+            .connection(role)
             .connect(NoTls)
             .await
             .map_err(|e| connect_error(e, config))?;
@@ -122,7 +122,7 @@ impl Pool {
         };
         let conn = match reused {
             Some(conn) => conn,
-            None => Conn::open(&self.config).await?,
+            None => Conn::open(&self.config, Role::Pooled).await?,
         };
         Ok(Pooled {
             conn: Some(conn),

@@ -16,8 +16,10 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::config::PostgresConfig;
-use crate::error::{from_pg, is_connection_lost, is_fatal, is_unique_violation};
+use crate::config::{PostgresConfig, Role};
+use crate::error::{
+    from_pg, is_connection_lost, is_fatal, is_pg_storage_full, is_unique_violation,
+};
 use crate::pool::Conn;
 
 /// The rows of a batch as arrays, for `unnest`; the batch's order is the array order.
@@ -290,7 +292,7 @@ impl Writer {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let conn = Conn::open(&self.config).await?;
+            let conn = Conn::open(&self.config, Role::Writer).await?;
             let pid: i32 = conn
                 .client
                 .query_one("SELECT pg_backend_pid()", &[])
@@ -338,6 +340,8 @@ impl Writer {
             GroupEnd::Failed { job, error } => {
                 let is_job_error = job.is_some();
                 let text = error.to_string();
+                // A server out of space fails every append of the group alike.
+                let full = is_pg_storage_full(&error);
                 let mut first = Some(error);
                 for job in group {
                     let e = first.take();
@@ -348,6 +352,9 @@ impl Writer {
                             self.find_conflict(&job.items).await
                         }
                         Some(e) => Err(AppendError::Store(self.pg(e))),
+                        None if full => Err(AppendError::Store(StoreError::StorageFull {
+                            source: text.clone().into(),
+                        })),
                         None => Err(AppendError::Store(StoreError::Busy {
                             source: text.clone().into(),
                         })),
