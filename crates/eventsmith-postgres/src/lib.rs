@@ -697,7 +697,7 @@ impl ItemStore for PostgresStore {
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
-    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "postgres", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "postgres", after = after, limit = limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         after: u64,
@@ -863,7 +863,7 @@ impl SnapshotStore for PostgresStore {
     /// # Cancellation
     ///
     /// A read: dropping the future has no effect on the store.
-    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "postgres", sequence_id = %sequence_id, lte = ?lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,

@@ -1482,7 +1482,7 @@ impl ItemStore for CassandraStore {
         )
     }
 
-    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "cassandra", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "cassandra", after = _after, limit = _limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         _after: u64,
@@ -1591,7 +1591,7 @@ impl SnapshotStore for CassandraStore {
         )
     }
 
-    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "cassandra", sequence_id = %sequence_id, lte = ?lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,

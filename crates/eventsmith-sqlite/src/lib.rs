@@ -1203,7 +1203,7 @@ impl ItemStore for SqliteStore {
     /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
     /// already handed to the writer thread (in-memory stores) still runs and its answer is
     /// discarded.
-    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "sqlite", after, limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "eventsmith.notifications", level = "debug", skip_all, fields(backend = "sqlite", after = after, limit = limit, items = tracing::field::Empty, outcome = tracing::field::Empty))]
     async fn select_notifications(
         &self,
         after: u64,
@@ -1376,7 +1376,7 @@ impl SnapshotStore for SqliteStore {
     /// Cancel-safe: a read writes nothing. Dropped between its steps it just stops; a step
     /// already handed to the writer thread (in-memory stores) still runs and its answer is
     /// discarded.
-    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, lte, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "eventsmith.snapshot.latest", level = "debug", skip_all, fields(backend = "sqlite", sequence_id = %sequence_id, lte = ?lte, outcome = tracing::field::Empty))]
     async fn latest_snapshot(
         &self,
         sequence_id: Uuid,

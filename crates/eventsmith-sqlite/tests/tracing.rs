@@ -89,6 +89,13 @@ async fn appends_and_conflicts_are_traced() {
     assert_eq!(selects.len(), 1, "{:?}", collector.spans());
     assert_eq!(selects[0].fields["items"], rows.len().to_string());
     assert_eq!(selects[0].fields["outcome"], "ok");
+    collector.clear();
+    let page = store.select_notifications(1, 10, &[]).await.unwrap();
+    let pages = collector.spans_named("eventsmith.notifications");
+    assert_eq!(pages.len(), 1, "{:?}", collector.spans());
+    let f = &pages[0].fields;
+    assert_eq!((f["after"].as_str(), f["limit"].as_str()), ("1", "10"));
+    assert_eq!(f["items"], page.len().to_string());
     assert_quiet(&collector);
 
     // A busy wait, a full queue and group commits: another connection holds the write lock
