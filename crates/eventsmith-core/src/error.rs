@@ -61,6 +61,10 @@ pub enum StoreError {
     Corrupt {
         /// What was found, and where.
         detail: String,
+        /// The driver's or the decoder's own error, when there is one (a damaged file the
+        /// database engine refused, a column of the wrong type).
+        #[source]
+        source: Option<BoxError>,
     },
     /// The store's configuration is invalid (a bad URL, keyspace name or option); nothing
     /// was done.

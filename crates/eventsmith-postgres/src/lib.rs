@@ -161,6 +161,7 @@ fn version_to_sql(v: Version) -> i64 {
 fn read_version(v: i64, address: &str, at: &str) -> Result<Version, StoreError> {
     Version::try_from(v).map_err(|_| StoreError::Corrupt {
         detail: format!("{address}: {at}: negative position {v}"),
+        source: None,
     })
 }
 
@@ -173,6 +174,7 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
 ) -> Result<T, StoreError> {
     row.try_get(i).map_err(|e| StoreError::Corrupt {
         detail: format!("{address}: {}: column {i}: {e}", at()),
+        source: Some(Box::new(e)),
     })
 }
 

@@ -142,6 +142,7 @@ pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<Str
                 "{address}: schema {schema} has tables named like eventsmith's ({}) but no schema_version table; refusing to touch it",
                 present.join(", ")
             ),
+            source: None,
         });
     }
     let version: Option<i32> = tx
@@ -156,6 +157,7 @@ pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<Str
                 detail: format!(
                     "{address}: schema {schema} has eventsmith schema version {v}, newer than the {SCHEMA_VERSION} this build reads; upgrade eventsmith"
                 ),
+                source: None,
             });
         }
         other => {
@@ -163,6 +165,7 @@ pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<Str
                 detail: format!(
                     "{address}: schema {schema} has unknown eventsmith schema version {other:?}"
                 ),
+                source: None,
             });
         }
     }
@@ -172,6 +175,7 @@ pub(crate) async fn open(conn: &mut Conn, config: &PostgresConfig) -> Result<Str
                 "{address}: schema {schema} (version {SCHEMA_VERSION}) lacks some tables: has only {}",
                 present.join(", ")
             ),
+            source: None,
         });
     }
     tx.commit().await.map_err(pg)?;

@@ -630,6 +630,7 @@ fn read_result(job: &Job, row: &Row, address: &str) -> Reply {
     let corrupt = |what: &str| {
         AppendError::Store(StoreError::Corrupt {
             detail: format!("{address}: {what}"),
+            source: None,
         })
     };
     let min: Option<i64> = row.get(0);

@@ -239,6 +239,7 @@ async fn read_settings(
         }
         Some(_) => Err(StoreError::Corrupt {
             detail: format!("keyspace {ks}: invalid feed settings"),
+            source: None,
         }),
         None => Ok(None),
     }
@@ -333,12 +334,14 @@ fn intent_of(row: IntentRow) -> Result<Intent, StoreError> {
     if positions.is_empty() || positions.len() != topics.len() || positions.len() != states.len() {
         return Err(StoreError::Corrupt {
             detail: format!("feed intent {commit_id} has inconsistent rows"),
+            source: None,
         });
     }
     let key = match (key, key_versions) {
         (Some(key), Some((first, last))) => Some((
             IdempotencyKey::new(&key).map_err(|e| StoreError::Corrupt {
                 detail: format!("feed intent {commit_id}: {e}"),
+                source: None,
             })?,
             PriorAppend {
                 sequence_id,

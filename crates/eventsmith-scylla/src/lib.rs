@@ -633,6 +633,7 @@ fn newer_schema(ks: &str, version: i32) -> StoreError {
         detail: format!(
             "keyspace {ks} has eventsmith schema version {version}, newer than the {SCHEMA_VERSION} this build reads; upgrade eventsmith"
         ),
+        source: None,
     }
 }
 
@@ -1362,6 +1363,7 @@ fn integer_items(
         .map(|(p, topic, payload)| {
             let position = Version::try_from(p).map_err(|_| StoreError::Corrupt {
                 detail: format!("negative position {p} in sequence {sequence_id}"),
+                source: None,
             })?;
             Ok(SequencedItem {
                 sequence_id,

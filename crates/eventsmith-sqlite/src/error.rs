@@ -22,6 +22,7 @@ pub(crate) fn from_sqlite(e: rusqlite::Error, path: &str) -> StoreError {
         },
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
             detail: format!("{path}: {e}"),
+            source: Some(Box::new(e)),
         },
         _ => StoreError::backend(WithPath {
             path: path.to_owned(),

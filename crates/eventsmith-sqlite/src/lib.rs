@@ -719,12 +719,14 @@ fn version_to_sql(v: Version) -> i64 {
 fn read_uuid(bytes: &[u8], path: &str) -> Result<Uuid, StoreError> {
     Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt {
         detail: format!("{path}: a sequence id of {} bytes, not 16", bytes.len()),
+        source: None,
     })
 }
 
 fn read_version(v: i64, path: &str) -> Result<Version, StoreError> {
     Version::try_from(v).map_err(|_| StoreError::Corrupt {
         detail: format!("{path}: negative position {v}"),
+        source: None,
     })
 }
 
@@ -880,6 +882,7 @@ fn read_integer_row(
         detail: format!(
             "{path}: sequence {sequence_id} position {position}: negative position {position}"
         ),
+        source: None,
     })?;
     Ok(SequencedItem {
         sequence_id,
@@ -901,6 +904,7 @@ fn read_columns(
     let get = |i| row.get_ref(i).map_err(|e| from_sqlite(e, path));
     let corrupt = |at: &str, what: String| StoreError::Corrupt {
         detail: format!("{path}: {at}: {what}"),
+        source: None,
     };
     let kind = |v: ValueRef<'_>| v.data_type().to_string().to_uppercase();
     let row_name = || match row.get_ref(4) {

@@ -126,15 +126,18 @@ fn needs(conn: &Connection, path: &str) -> Result<Needs, StoreError> {
                 detail: format!(
                     "{path} has eventsmith schema version {v}, newer than the {SCHEMA_VERSION} this build reads; upgrade eventsmith"
                 ),
+                source: None,
             })
         }
         (id, v, _) if id == i64::from(APPLICATION_ID) => Err(StoreError::Corrupt {
             detail: format!("{path} has unknown eventsmith schema version {v}"),
+            source: None,
         }),
         (id, _, n) => Err(StoreError::Corrupt {
             detail: format!(
                 "{path} is not an eventsmith database (application_id {id:#x}, {n} schema objects); refusing to touch it"
             ),
+            source: None,
         }),
     }
 }
@@ -170,6 +173,7 @@ pub(crate) fn create(conn: &mut Connection, path: &str) -> Result<(), StoreError
                 detail: format!(
                     "{path} has eventsmith schema version {from}, which has no migration"
                 ),
+                source: None,
             });
         }
     };

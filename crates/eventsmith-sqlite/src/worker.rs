@@ -710,8 +710,9 @@ fn replicate(e: &Arc<StoreError>) -> StoreError {
         StoreError::Busy { .. } => StoreError::Busy { source: source() },
         StoreError::StorageFull { .. } => StoreError::StorageFull { source: source() },
         StoreError::Closed => StoreError::Closed,
-        StoreError::Corrupt { detail } => StoreError::Corrupt {
+        StoreError::Corrupt { detail, .. } => StoreError::Corrupt {
             detail: detail.clone(),
+            source: None,
         },
         StoreError::Config { detail } => StoreError::Config {
             detail: detail.clone(),
@@ -824,9 +825,10 @@ mod tests {
         ));
         let corrupt = replicate(&Arc::new(StoreError::Corrupt {
             detail: "f.db: database disk image is malformed".into(),
+            source: None,
         }));
         assert!(
-            matches!(&corrupt, StoreError::Corrupt { detail } if detail == "f.db: database disk image is malformed"),
+            matches!(&corrupt, StoreError::Corrupt { detail, .. } if detail == "f.db: database disk image is malformed"),
             "{corrupt:?}"
         );
         let backend = replicate(&Arc::new(StoreError::backend("f.db: disk I/O error")));

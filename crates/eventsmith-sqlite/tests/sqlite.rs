@@ -70,7 +70,7 @@ async fn a_newer_schema_is_refused_and_the_file_left_untouched() {
     let before = std::fs::read(&path).unwrap();
     let err = SqliteStore::open(&path).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt { detail } if detail.contains("newer")),
+        matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("newer")),
         "{err}"
     );
     assert_eq!(
@@ -92,7 +92,7 @@ async fn a_foreign_database_is_refused_and_left_untouched() {
     let before = std::fs::read(&path).unwrap();
     let err = SqliteStore::open(&path).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Corrupt { detail } if detail.contains("not an eventsmith database")),
+        matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("not an eventsmith database")),
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -109,6 +109,14 @@ async fn a_file_that_is_not_sqlite_is_a_typed_error() {
     std::fs::write(&path, vec![0x5a; 8192]).unwrap();
     let err = SqliteStore::open(&path).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // SQLite's own error stays reachable, for a caller that wants its code.
+    let source = std::error::Error::source(&err).expect("the SQLite error as the source");
+    assert!(
+        source
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(|e| { e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) }),
+        "{source:?}"
+    );
 }
 
 #[tokio::test]
@@ -626,7 +634,7 @@ async fn rows_of_the_wrong_type_are_corrupt_naming_the_item() {
         async move {
             let err = store.select(id, &Select::all()).await.unwrap_err();
             match &err {
-                StoreError::Corrupt { detail } => assert!(
+                StoreError::Corrupt { detail, .. } => assert!(
                     detail.contains(&format!("sequence {id} {at}")) && detail.contains(&what),
                     "{detail}"
                 ),
@@ -677,7 +685,7 @@ async fn timestamped_rows_of_the_wrong_type_are_corrupt_naming_the_item() {
         .await
         .unwrap_err();
     match &err {
-        StoreError::Corrupt { detail } => assert!(
+        StoreError::Corrupt { detail, .. } => assert!(
             detail.contains(&format!("sequence {id} position 7"))
                 && detail.contains("payload stored as TEXT, not BLOB"),
             "{detail}"
