@@ -485,6 +485,38 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
             if ratio >= 0.8 { "met" } else { "not met" },
         ));
     }
+    let feed = &report["feed"];
+    if feed.is_object() {
+        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+        out.push_str(
+            "\nThe feed's cost per append: a keyspace with a 64-slice feed (intent, then the LWT) against one without, interleaved:\n\n\
+             | append | with feed p50 | without p50 | ratio | with feed p99 | without p99 | ratio | goal | met |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n",
+        );
+        for (name, key) in [
+            ("one event", "append_single"),
+            ("10 events", "append_batch_10"),
+        ] {
+            let m = &feed[key];
+            let (r50, r99) = (f(&m["p50_ratio"]), f(&m["p99_ratio"]));
+            out.push_str(&format!(
+                "| {name} | {:.2} ms | {:.2} ms | {r50:.2}x | {:.2} ms | {:.2} ms | {r99:.2}x | <= 1.3x (30% more latency) | {} |\n",
+                f(&m["p50_ms"]),
+                f(&m["raw_p50_ms"]),
+                f(&m["p99_ms"]),
+                f(&m["raw_p99_ms"]),
+                if r50 <= 1.3 && r99 <= 1.3 { "yes" } else { "no" },
+            ));
+        }
+        let (backlog, poll) = (&feed["backlog"], &feed["poll_64_slices"]);
+        out.push_str(&format!(
+            "\nA reader settled and delivered a backlog of {} events at {} events/s; one poll of all 64 caught-up slices: {:.1} ms p50, {:.1} ms max.\n",
+            backlog["items"],
+            human(f(&backlog["items_per_s"])),
+            f(&poll["p50_ms"]),
+            f(&poll["max_ms"]),
+        ));
+    }
     Ok(out)
 }
 
