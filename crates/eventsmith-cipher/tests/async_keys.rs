@@ -54,6 +54,22 @@ impl WrappedKeyStore for Watched {
     }
 }
 
+/// Per-aggregate keys over a watched [`FileKeyStore`] in `dir`, and the threads of its writes.
+fn watched_keys(
+    dir: &std::path::Path,
+) -> (Arc<PerAggregateKeys<Watched>>, Arc<Mutex<Vec<ThreadId>>>) {
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let keys = Arc::new(PerAggregateKeys::new(
+        "master-1",
+        Key::generate(),
+        Watched {
+            files: FileKeyStore::open(dir).unwrap(),
+            writes: writes.clone(),
+        },
+    ));
+    (keys, writes)
+}
+
 fn envelope(id: Uuid, version: u64) -> Envelope<NoteEvent> {
     Envelope {
         originator_id: id,
@@ -72,15 +88,7 @@ fn envelope(id: Uuid, version: u64) -> Envelope<NoteEvent> {
 #[tokio::test]
 async fn new_keys_are_written_and_erased_off_the_async_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let writes = Arc::new(Mutex::new(Vec::new()));
-    let keys = Arc::new(PerAggregateKeys::new(
-        "master-1",
-        Key::generate(),
-        Watched {
-            files: FileKeyStore::open(dir.path()).unwrap(),
-            writes: writes.clone(),
-        },
-    ));
+    let (keys, writes) = watched_keys(dir.path());
     let mapper = EventMapper::<NoteEvent>::builder()
         .cipher(
             Arc::new(AesGcmCipher::with_shared_keys(keys.clone())),
@@ -155,15 +163,7 @@ impl eventsmith_snapshot::SnapshotState for Notes {
 async fn a_snapshot_creates_its_key_off_the_async_thread() {
     use eventsmith_core::{Root, SnapshotStore, Snapshots};
     let dir = tempfile::tempdir().unwrap();
-    let writes = Arc::new(Mutex::new(Vec::new()));
-    let keys = Arc::new(PerAggregateKeys::new(
-        "master-1",
-        Key::generate(),
-        Watched {
-            files: FileKeyStore::open(dir.path()).unwrap(),
-            writes: writes.clone(),
-        },
-    ));
+    let (keys, writes) = watched_keys(dir.path());
     let mapper = EventMapper::<NoteEvent>::builder()
         .cipher(
             Arc::new(AesGcmCipher::with_shared_keys(keys)),

@@ -737,3 +737,14 @@ async fn a_keyed_append_dropped_while_its_outcome_is_resolved_applies_once_on_re
         "no round dropped the append while its outcome was being resolved; widen the delays"
     );
 }
+
+/// The spans every backend records, with the same fields (`docs/observability.md`).
+#[tokio::test(flavor = "current_thread")]
+async fn store_calls_are_traced() {
+    let Some((store, ())) = common::store().await else {
+        return;
+    };
+    let collector = eventsmith_testkit::traces::Collector::new();
+    let _default = tracing::subscriber::set_default(collector.clone());
+    eventsmith_testkit::traces::check_store_spans(&store, &collector, "cassandra").await;
+}

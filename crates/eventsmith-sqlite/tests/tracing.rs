@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use eventsmith_core::{AppendError, ItemStore, SequencedItem};
+use eventsmith_core::{ItemStore, SequencedItem};
 use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous, rusqlite};
-use eventsmith_testkit::traces::{Collector, EventRecord};
+use eventsmith_testkit::traces::{Collector, EventRecord, check_store_spans};
 use uuid::Uuid;
 
 /// Steady state is quiet at INFO: every event so far is DEBUG or TRACE.
@@ -55,47 +55,7 @@ async fn appends_and_conflicts_are_traced() {
         ..SqliteConfig::default()
     };
     let store = SqliteStore::open_with(&path, config).await.unwrap();
-    let id = Uuid::new_v4();
-    let item = |position| SequencedItem {
-        sequence_id: id,
-        position,
-        topic: "t".to_owned(),
-        payload: vec![1],
-    };
-    collector.clear();
-    store.append(vec![item(1), item(2)]).await.unwrap();
-    let appends = collector.spans_named("eventsmith.append");
-    assert_eq!(appends.len(), 1, "{:?}", collector.spans());
-    let f = &appends[0].fields;
-    assert_eq!(f["backend"], "sqlite");
-    assert_eq!(f["items"], "2");
-    assert_eq!(f["sequence_id"], id.to_string());
-    assert_eq!(f["position"], "1");
-    assert_eq!(f["outcome"], "ok");
-
-    collector.clear();
-    let e = store.append(vec![item(2)]).await.unwrap_err();
-    assert!(matches!(e, AppendError::Conflict { .. }), "{e:?}");
-    let appends = collector.spans_named("eventsmith.append");
-    assert_eq!(appends.len(), 1, "{:?}", collector.spans());
-    assert_eq!(appends[0].fields["outcome"], "conflict");
-
-    collector.clear();
-    let rows = store
-        .select(id, &eventsmith_core::Select::all())
-        .await
-        .unwrap();
-    let selects = collector.spans_named("eventsmith.select");
-    assert_eq!(selects.len(), 1, "{:?}", collector.spans());
-    assert_eq!(selects[0].fields["items"], rows.len().to_string());
-    assert_eq!(selects[0].fields["outcome"], "ok");
-    collector.clear();
-    let page = store.select_notifications(1, 10, &[]).await.unwrap();
-    let pages = collector.spans_named("eventsmith.notifications");
-    assert_eq!(pages.len(), 1, "{:?}", collector.spans());
-    let f = &pages[0].fields;
-    assert_eq!((f["after"].as_str(), f["limit"].as_str()), ("1", "10"));
-    assert_eq!(f["items"], page.len().to_string());
+    check_store_spans(&store, &collector, "sqlite").await;
     assert_quiet(&collector);
 
     // A busy wait, a full queue and group commits: another connection holds the write lock

@@ -185,3 +185,55 @@ impl Subscriber for Collector {
         }
     }
 }
+
+/// Checks the spans every backend records (`docs/observability.md`) for an append of two
+/// items, a conflicting append, a select and a notification page, as `collector` saw them.
+/// The collector must be the subscriber of the calling thread (or the global one).
+pub async fn check_store_spans<S: eventsmith_core::ItemStore>(
+    store: &S,
+    collector: &Collector,
+    backend: &str,
+) {
+    use eventsmith_core::{AppendError, Select, SequencedItem};
+    let id = uuid::Uuid::new_v4();
+    let item = |position| SequencedItem {
+        sequence_id: id,
+        position,
+        topic: "t".to_owned(),
+        payload: vec![1],
+    };
+    let one = |name: &str| {
+        let spans = collector.spans_named(name);
+        assert_eq!(spans.len(), 1, "one {name} span: {:?}", collector.spans());
+        spans[0].fields.clone()
+    };
+
+    collector.clear();
+    store.append(vec![item(1), item(2)]).await.unwrap();
+    let f = one("eventsmith.append");
+    assert_eq!(f["backend"], backend);
+    assert_eq!(f["items"], "2");
+    assert_eq!(f["sequence_id"], id.to_string());
+    assert_eq!(f["position"], "1");
+    assert_eq!(f["keyed"], "false");
+    assert_eq!(f["outcome"], "ok");
+
+    collector.clear();
+    let e = store.append(vec![item(2)]).await.unwrap_err();
+    assert!(matches!(e, AppendError::Conflict { .. }), "{e:?}");
+    assert_eq!(one("eventsmith.append")["outcome"], "conflict");
+
+    collector.clear();
+    let rows = store.select(id, &Select::all()).await.unwrap();
+    let f = one("eventsmith.select");
+    assert_eq!(f["items"], rows.len().to_string());
+    assert_eq!(f["outcome"], "ok");
+
+    if store.capabilities().notifications == eventsmith_core::Support::Yes {
+        collector.clear();
+        let page = store.select_notifications(1, 10, &[]).await.unwrap();
+        let f = one("eventsmith.notifications");
+        assert_eq!((f["after"].as_str(), f["limit"].as_str()), ("1", "10"));
+        assert_eq!(f["items"], page.len().to_string());
+    }
+}
