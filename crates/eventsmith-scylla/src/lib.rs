@@ -1270,10 +1270,14 @@ impl CassandraStore {
         if ours == 0 {
             return Ok(Resolution::Absent);
         }
-        Err(backend(format!(
-            "commit {commit_id} applied to {ours} of {} rows of one partition",
-            positions.len()
-        )))
+        // A batch of one partition applies whole or not at all: anything else is damage.
+        Err(StoreError::Corrupt {
+            detail: format!(
+                "commit {commit_id} applied to {ours} of {} rows of one partition",
+                positions.len()
+            ),
+            source: None,
+        })
     }
 }
 

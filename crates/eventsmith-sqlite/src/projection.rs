@@ -80,7 +80,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::backend(format!("projection task failed: {e}")))?
+        .map_err(StoreError::backend)?
 }
 
 impl<F> Follower<SqliteStore> for SqliteProjection<F>
@@ -160,9 +160,7 @@ where
                 tx.commit().map_err(sql)
             })
             .await;
-            outcome.map_err(|e| {
-                FollowError::Store(StoreError::backend(format!("projection task failed: {e}")))
-            })?
+            outcome.map_err(|e| FollowError::Store(StoreError::backend(e)))?
         })
     }
 }
