@@ -510,7 +510,7 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
         }
         let (backlog, poll) = (&feed["backlog"], &feed["poll_64_slices"]);
         out.push_str(&format!(
-            "\nA reader settled and delivered a backlog of {} events at {} events/s; one poll of all 64 caught-up slices: {:.1} ms p50, {:.1} ms max.\n",
+            "\nA reader settled and delivered a backlog of {} events at {}; one poll of all 64 caught-up slices: {:.1} ms p50, {:.1} ms max.\n",
             backlog["items"],
             human(f(&backlog["items_per_s"])),
             f(&poll["p50_ms"]),
