@@ -1070,12 +1070,10 @@ impl CassandraStore {
         let definite = |e: StoreError| -> AppendError {
             if intent {
                 tracing::warn!(%commit_id, error = %e, "the append's transaction failed after its feed intent; a reader may still complete it");
+                // The transaction's own error stays the source, with its chain.
                 StoreError::OutcomeUnknown {
                     commit_id,
-                    source: format!(
-                        "{e}; the feed intent is stored, so a reader may still complete the append"
-                    )
-                    .into(),
+                    source: Box::new(e),
                 }
                 .into()
             } else {

@@ -453,6 +453,11 @@ async fn a_transaction_that_fails_after_its_intent_is_outcome_unknown_and_comple
         matches!(err, AppendError::Store(StoreError::OutcomeUnknown { .. })),
         "{err}"
     );
+    // The transaction's own failure is kept as the source, typed.
+    let cause = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<StoreError>())
+        .map(StoreError::kind);
+    assert_eq!(cause, Some(eventsmith_core::ErrorKind::Busy), "{err:?}");
     assert_eq!(proxy.acted.load(Ordering::SeqCst), 1);
     reader
         .until(Duration::from_secs(10), |r| r.of(&[id]).len() == 1)
