@@ -465,15 +465,11 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
             ("append of one event (LWT insert)", "lwt_single"),
             ("append of 10 events (conditional batch)", "lwt_batch_10"),
         ] {
-            let m = &base[key];
-            let (r50, r99) = (f(&m["p50_ratio"]), f(&m["p99_ratio"]));
-            out.push_str(&format!(
-                "| {name} | {:.2} ms | {:.2} ms | {r50:.2}x | {:.2} ms | {:.2} ms | {r99:.2}x | <= 1.2x at p50 and p99 | {} |\n",
-                f(&m["p50_ms"]),
-                f(&m["raw_p50_ms"]),
-                f(&m["p99_ms"]),
-                f(&m["raw_p99_ms"]),
-                if r50 <= 1.2 && r99 <= 1.2 { "yes" } else { "no" },
+            out.push_str(&latency_row(
+                name,
+                &base[key],
+                1.2,
+                "<= 1.2x at p50 and p99",
             ));
         }
         let load = &base["load_10000"];
@@ -497,15 +493,11 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
             ("one event", "append_single"),
             ("10 events", "append_batch_10"),
         ] {
-            let m = &feed[key];
-            let (r50, r99) = (f(&m["p50_ratio"]), f(&m["p99_ratio"]));
-            out.push_str(&format!(
-                "| {name} | {:.2} ms | {:.2} ms | {r50:.2}x | {:.2} ms | {:.2} ms | {r99:.2}x | <= 1.3x (30% more latency) | {} |\n",
-                f(&m["p50_ms"]),
-                f(&m["raw_p50_ms"]),
-                f(&m["p99_ms"]),
-                f(&m["raw_p99_ms"]),
-                if r50 <= 1.3 && r99 <= 1.3 { "yes" } else { "no" },
+            out.push_str(&latency_row(
+                name,
+                &feed[key],
+                1.3,
+                "<= 1.3x (30% more latency)",
             ));
         }
         let (backlog, poll) = (&feed["backlog"], &feed["poll_64_slices"]);
@@ -518,6 +510,25 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
         ));
     }
     Ok(out)
+}
+
+/// One row of a latency comparison (the bench's `compare`: p50 and p99 against a baseline's),
+/// met when both ratios are at most `limit`.
+fn latency_row(name: &str, m: &serde_json::Value, limit: f64, goal: &str) -> String {
+    let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
+    let (r50, r99) = (f("p50_ratio"), f("p99_ratio"));
+    format!(
+        "| {name} | {:.2} ms | {:.2} ms | {r50:.2}x | {:.2} ms | {:.2} ms | {r99:.2}x | {goal} | {} |\n",
+        f("p50_ms"),
+        f("raw_p50_ms"),
+        f("p99_ms"),
+        f("raw_p99_ms"),
+        if r50 <= limit && r99 <= limit {
+            "yes"
+        } else {
+            "no"
+        },
+    )
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> String {
