@@ -9,13 +9,15 @@
 //! `cargo test` never runs it; run on its own it needs `EVENTSMITH_CASSANDRA_CLUSTER`, and
 //! without it every test fails (never a silent skip).
 //!
-//! The follower: Cassandra has no feed yet, so it follows each written sequence on its own,
+//! The follower: followers do not run on the feed yet, so it follows each written sequence,
 //! selecting the items after the last version it has seen, and checks it sees every
 //! acknowledged event exactly once and in order.
 //!
 //! `EVENTSMITH_CLUSTER_LEVERS` overrides the driver levers for measurements, e.g.
 //! `timeout=2000,spec=1:100,heartbeat=2:2,conns=1` (milliseconds; seconds for heartbeat;
 //! `timeout=none`, `spec=none`). Unset: the defaults of [`CassandraConfig`].
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -132,8 +134,38 @@ async fn conformance_store() -> (CassandraStore, ()) {
     )
 }
 
+/// The same on a second keyspace, with a feed: every append writes its intent first, and
+/// the suite reads the feed back at QUORUM/SERIAL.
+async fn conformance_store_with_feed() -> (CassandraStore, ()) {
+    static KEYSPACE: OnceLock<String> = OnceLock::new();
+    static SCHEMA: OnceCell<()> = OnceCell::const_new();
+    let keyspace = KEYSPACE.get_or_init(|| run_keyspace("conformance_feed"));
+    let mut config = cluster_config(keyspace);
+    config.feed = Some(common::feed_settings());
+    SCHEMA
+        .get_or_init(|| async {
+            CassandraStore::create_schema(&config)
+                .await
+                .expect("create the RF 3 keyspace with a feed on the cluster")
+        })
+        .await;
+    (
+        CassandraStore::connect(config)
+            .await
+            .expect("connect to the cluster"),
+        (),
+    )
+}
+
 mod conformance {
     eventsmith_testkit::conformance_suite!(super::conformance_store());
+
+    mod with_feed {
+        eventsmith_testkit::conformance_suite!(
+            super::super::conformance_store_with_feed(),
+            feed = super::super::common::feed_reader
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
