@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use eventsmith_core::{AppendError, ErrorKind, ItemStore, Select, SequencedItem, StoreError};
 use eventsmith_sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
+use eventsmith_testkit::eventually;
 use uuid::Uuid;
 
 fn item(id: Uuid, position: u64) -> eventsmith_core::IntegerSequencedItem {
@@ -944,19 +945,6 @@ async fn concurrent_appends_into_a_full_file_each_keep_the_whole_chain() {
         stats.appends,
         stats.transactions
     );
-}
-
-/// Polls `done` every 5 ms for up to 5 s (less than the default busy timeout, during which
-/// the writer thread waits for a lock a test holds); whether it came true.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !done() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
 }
 
 /// Back-pressure: a burst of 64 appends into a writer queue of 2 while another connection

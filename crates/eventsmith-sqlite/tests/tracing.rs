@@ -1,10 +1,9 @@
 //! The spans and events of the SQLite store (`docs/observability.md`): one test, because the
 //! collector is installed as the global default so that the writer thread's events are seen too.
 
-use std::time::Duration;
-
 use eventsmith_core::{ItemStore, SequencedItem};
 use eventsmith_sqlite::{SqliteConfig, SqliteStore, Synchronous, rusqlite};
+use eventsmith_testkit::eventually;
 use eventsmith_testkit::traces::{Collector, EventRecord, check_store_spans};
 use uuid::Uuid;
 
@@ -30,18 +29,6 @@ fn debug_events(collector: &Collector, text: &str) -> Vec<EventRecord> {
         assert_eq!(e.level, tracing::Level::DEBUG, "{e:?}");
     }
     found
-}
-
-/// Polls `done` for up to 4 s (less than the busy timeout a test's held lock runs into).
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
-    while !done() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

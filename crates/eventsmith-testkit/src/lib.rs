@@ -42,6 +42,19 @@ pub mod traces;
 
 pub use eventsmith_core::{Capabilities, ItemStore, StoreError};
 
+/// Polls `done` every 5 ms for up to 4 s (less than SQLite's default busy timeout, during
+/// which a writer waits for a lock a test holds); whether it came true.
+pub async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    true
+}
+
 /// Expands to one `#[tokio::test]` per conformance case. See the crate docs.
 #[macro_export]
 macro_rules! conformance_suite {
