@@ -130,7 +130,7 @@ pub use metadata::{
 };
 pub use repository::{EventStore, Repository, Saved};
 pub use store::{
-    Capabilities, Delivery, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, MAX_VERSION,
+    Capabilities, Delivery, FeedPage, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, MAX_VERSION,
     SnapshotStore, Support, Tracking,
 };
 

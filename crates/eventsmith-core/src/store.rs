@@ -39,10 +39,11 @@ pub struct Capabilities {
     /// A feed of every committed append across aggregates that is not the notification log:
     /// each append delivered at least once, in version order per sequence, within a stated
     /// delay, even when its writer died between its steps, but with no global order and no
-    /// gapless ids (Cassandra's, configured per keyspace, read through the backend's own
-    /// API). A store with [`notifications`](Self::notifications) has no need of one: its log
-    /// is a stronger feed. The conformance suite asks a store for its feed only when it
-    /// claims one.
+    /// gapless ids (Cassandra's, configured per keyspace). It is split into slices, read with
+    /// [`ItemStore::read_feed_page`], and followed by [`Follower::handle_feed`](crate::Follower::handle_feed)
+    /// in [`Delivery::Idempotent`] mode. A store with [`notifications`](Self::notifications)
+    /// has no need of one: its log is a stronger feed. The conformance suite asks a store for
+    /// its feed only when it claims one.
     pub feed: Support,
 }
 
@@ -210,8 +211,10 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
     /// applying a page twice. Expiry is measured by the store's clock (the machine's for
     /// SQLite, the server's for PostgreSQL).
     ///
-    /// Stores without tracking records fail with [`StoreError::Unsupported`]. A dropped
-    /// future may still have taken the lease; it expires after `ttl`.
+    /// A runner of a follower on a feed claims one lease per slice it runs, named
+    /// `follower/slice` (see [`Runner`](crate::Runner)). Stores without leases fail with
+    /// [`StoreError::Unsupported`]. A dropped future may still have taken the lease; it
+    /// expires after `ttl`.
     fn claim_lease(
         &self,
         lease: &Lease,
@@ -232,6 +235,85 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         let _ = (follower, owner);
         async { Err(no_tracking()) }
     }
+
+    /// How many slices the store's feed has ([`Capabilities::feed`]); the slices are numbered
+    /// from 0. [`StoreError::Unsupported`] without a feed.
+    fn feed_slices(&self) -> Result<u32, StoreError> {
+        Err(no_feed())
+    }
+
+    /// Reads one slice of the feed after `after` (a [`FeedPage::position`] this store returned
+    /// before, or `None` for the start of the feed): at most `limit` appends (at least 1), in
+    /// version order per sequence, and the position to read the next page after. Every
+    /// append committed to the slice is delivered by some read at least once; reading on from
+    /// each returned position delivers each exactly once. A position this store did not write
+    /// is a [`StoreError::Config`].
+    ///
+    /// Dropping the future abandons the read; `after` is still good to read from, so nothing
+    /// is lost (a store may have done work that the next read finds done).
+    fn read_feed_page(
+        &self,
+        slice: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<FeedPage, StoreError>> + Send {
+        let _ = (slice, after, limit);
+        async { Err(no_feed()) }
+    }
+
+    /// The position `follower` saved for feed slice `slice`, `None` before it saved one.
+    ///
+    /// Dropping the future abandons the read; nothing is written.
+    fn feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        let _ = (follower, slice);
+        async { Err(no_feed()) }
+    }
+
+    /// Saves `position` as where `follower` is in feed slice `slice`. In
+    /// [`Delivery::Idempotent`] mode this is written after the follower's effects, not with
+    /// them: after a crash in between, the page is delivered again.
+    ///
+    /// A dropped future may still have saved the position.
+    fn save_feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+        position: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (follower, slice, position);
+        async { Err(no_feed()) }
+    }
+
+    /// Records `owner` as a live runner of `follower` for `ttl` from now, and returns the ids
+    /// of every live runner of it, this one included, in ascending order: how runners of one
+    /// follower on a feed learn how many share its slices. Expiry is by the store's clock.
+    ///
+    /// A dropped future may still have recorded the runner; the record expires after `ttl`.
+    fn announce_runner(
+        &self,
+        follower: &str,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send {
+        let _ = (follower, owner, ttl);
+        async { Err(no_feed()) }
+    }
+}
+
+/// One read of one slice of a store's feed ([`ItemStore::read_feed_page`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedPage {
+    /// The appends delivered, each the items of one append (one sequence, in position
+    /// order), in version order per sequence.
+    pub appends: Vec<Vec<IntegerSequencedItem>>,
+    /// Where to read the slice's next page after: the store's own text, opaque to callers,
+    /// to pass back to [`ItemStore::read_feed_page`] and to save with
+    /// [`ItemStore::save_feed_position`].
+    pub position: String,
 }
 
 /// A runner's claim to run one follower, until it expires or is released
@@ -283,6 +365,13 @@ pub struct Tracking {
     pub from: u64,
     /// The id of the last notification of the page applied.
     pub to: u64,
+}
+
+fn no_feed() -> StoreError {
+    StoreError::Unsupported {
+        capability: "the feed",
+        reason: "this backend has no feed (a store with a notification log is followed through the log)",
+    }
 }
 
 fn no_tracking() -> StoreError {
