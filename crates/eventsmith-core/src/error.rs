@@ -688,7 +688,7 @@ impl crate::follow::FollowError {
             FollowError::Moved { .. } => ErrorKind::Conflict,
             FollowError::Store(e) => e.kind(),
             FollowError::Append(e) => e.kind(),
-            FollowError::Handler { .. } => ErrorKind::Other,
+            FollowError::Handler { .. } | FollowError::FeedHandler { .. } => ErrorKind::Other,
         }
     }
 }

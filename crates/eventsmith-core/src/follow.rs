@@ -1,14 +1,21 @@
 //! After the commit: followers of the notification log, the runner that drives them, and
 //! process applications, whose emitted events and tracking record commit together.
 //!
-//! One contract: a [`Follower`] reads the log after its recorded position, handles a page,
-//! and records the page's last id as its new position, atomically with its output on a
-//! [`Delivery::Transactional`] store. [`catch_up`] feeds a follower until it is level with
-//! the log; a [`Runner`] does that for several followers and then follows live, woken at
-//! once by commits made through this process ([`Runner::waker`]) and by polling for commits
-//! made elsewhere.
+//! One contract, two deliveries, chosen by the store ([`ItemStore::delivery`]):
+//!
+//! - [`Delivery::Transactional`]: a [`Follower`] reads the notification log after its
+//!   recorded position, handles a page ([`Follower::handle`]) and records the page's last id
+//!   as its new position atomically with its output: each page applied exactly once.
+//! - [`Delivery::Idempotent`]: a follower reads each slice of the store's feed after the
+//!   position saved for it, handles the page ([`Follower::handle_feed`]), and the position is
+//!   saved after: at least once, so effects are keyed by (sequence id, version).
+//!
+//! [`catch_up`] feeds a follower until it is level with the log or feed; a [`Runner`] does
+//! that for several followers and then follows live, woken at once by commits made through
+//! this process ([`Runner::waker`]) and by polling for commits made elsewhere. Runners of
+//! one follower on a feed share its slices, one lease per slice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,10 +27,11 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Envelope, Root};
 use crate::application::{AfterCommit, Application, BoxFuture};
 use crate::error::{AppendError, BoxError, CommandError, DecodeErrorKind, LoadError, StoreError};
-use crate::item::{Notification, Version};
+use crate::item::{IntegerSequencedItem, Notification, Version};
 use crate::mapper::Mapper;
+use crate::idempotency::{IdempotencyKey, KeyedAppend};
 use crate::metadata::Metadata;
-use crate::store::{ItemStore, Lease, LeaseClaim, Tracking};
+use crate::store::{Delivery, ItemStore, Lease, LeaseClaim, Tracking};
 
 /// Why a follower did not apply a page.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,21 @@ pub enum FollowError {
         follower: String,
         /// The notification it failed on.
         id: u64,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The follower failed on an item of a feed page; the slice's position was not saved, so
+    /// the page is delivered again (what was applied before the failure is applied again, and
+    /// must be idempotent).
+    #[error("follower {follower:?} failed at {sequence_id} version {version} of the feed: {source}")]
+    FeedHandler {
+        /// The follower.
+        follower: String,
+        /// The item's sequence.
+        sequence_id: Uuid,
+        /// The item's position in it.
+        version: Version,
         /// Why.
         #[source]
         source: BoxError,
@@ -118,6 +141,33 @@ pub trait Follower<S: ItemStore>: Send + Sync + 'static {
         from: u64,
         page: &'a [Notification],
     ) -> BoxFuture<'a, Result<(), FollowError>>;
+
+    /// Applies `appends`, read from one slice of the store's feed, on a store of
+    /// [`Delivery::Idempotent`](crate::Delivery::Idempotent) delivery (Cassandra's): each
+    /// append's items are of one sequence, in position order, and a sequence's appends come
+    /// in version order.
+    ///
+    /// The runner saves the slice's position after this returns `Ok`, not with it: after a
+    /// crash, an error or a dropped future in between, the page is delivered again. So the
+    /// effects must be idempotent, keyed by (sequence id, version): an upsert of a view
+    /// keyed by the sequence with the version it reflects, or an append under an
+    /// [`IdempotencyKey`](crate::IdempotencyKey) made from them, as [`Process`] does.
+    ///
+    /// By default a follower runs on notification logs only, and this fails with
+    /// [`StoreError::Unsupported`].
+    fn handle_feed<'a>(
+        &'a self,
+        store: &'a S,
+        appends: &'a [Vec<IntegerSequencedItem>],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        let _ = (store, appends);
+        Box::pin(async {
+            Err(FollowError::Store(StoreError::Unsupported {
+                capability: "followers on a feed",
+                reason: "this follower handles notification logs only (it does not implement Follower::handle_feed)",
+            }))
+        })
+    }
 }
 
 impl<S: ItemStore, F: Follower<S> + ?Sized> Follower<S> for Arc<F> {
@@ -138,23 +188,47 @@ impl<S: ItemStore, F: Follower<S> + ?Sized> Follower<S> for Arc<F> {
     ) -> BoxFuture<'a, Result<(), FollowError>> {
         (**self).handle(store, from, page)
     }
+    fn handle_feed<'a>(
+        &'a self,
+        store: &'a S,
+        appends: &'a [Vec<IntegerSequencedItem>],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        (**self).handle_feed(store, appends)
+    }
 }
 
 /// Feeds `follower` every notification after its position, in pages of at most
 /// `page_size`, until it has read the whole log; returns how many notifications it applied.
 /// A page another runner applied first is skipped (the follower goes on from there).
 ///
+/// On a store of [`Delivery::Idempotent`](crate::Delivery::Idempotent) delivery it reads
+/// every slice of the feed instead, from the positions saved for the follower, until each
+/// slice returns nothing more, saving each slice's position after each page; it returns how
+/// many items it handed the follower.
+///
 /// It takes no lease: two catch-ups of one follower at once are safe on a
 /// [`Delivery::Transactional`](crate::Delivery::Transactional) store (neither applies a page
-/// the other applied) but waste work; run followers in a [`Runner`], which holds a lease.
+/// the other applied) or with idempotent effects on a feed, but waste work; run followers in
+/// a [`Runner`], which holds leases.
 ///
 /// Dropping the future stops between pages or leaves the current page applied whole or not
-/// at all.
+/// at all (on a feed: applied, perhaps in part, with its position not saved, so that it is
+/// delivered again).
 pub async fn catch_up<S: ItemStore, F: Follower<S> + ?Sized>(
     store: &S,
     follower: &F,
     page_size: usize,
 ) -> Result<u64, FollowError> {
+    if store.delivery() == Some(Delivery::Idempotent) {
+        let mut handed = 0;
+        for slice in 0..store.feed_slices()? {
+            let mut position = store.feed_position(follower.name(), slice).await?;
+            while let Some(n) = feed_step(store, follower, slice, page_size, &mut position).await? {
+                handed += n;
+            }
+        }
+        return Ok(handed);
+    }
     let mut from = follower.position(store).await?;
     let mut applied = 0;
     while let Some(n) = step(store, follower, page_size, &mut from).await? {
@@ -192,6 +266,32 @@ async fn step<S: ItemStore, F: Follower<S> + ?Sized>(
     }
 }
 
+/// Reads one page of feed slice `slice` after `position`, hands it to the follower, and then
+/// saves (and moves `position` to) the slice's new position. How many items it handed over;
+/// `None` when the page held nothing.
+async fn feed_step<S: ItemStore, F: Follower<S> + ?Sized>(
+    store: &S,
+    follower: &F,
+    slice: u32,
+    page_size: usize,
+    position: &mut Option<String>,
+) -> Result<Option<u64>, FollowError> {
+    let page = store
+        .read_feed_page(slice, position.as_deref(), page_size.max(1))
+        .await?;
+    if !page.appends.is_empty() {
+        follower.handle_feed(store, &page.appends).await?;
+    }
+    if position.as_deref() != Some(page.position.as_str()) {
+        store
+            .save_feed_position(follower.name(), slice, &page.position)
+            .await?;
+        *position = Some(page.position);
+    }
+    let items: usize = page.appends.iter().map(Vec::len).sum();
+    Ok((items > 0).then_some(items as u64))
+}
+
 /// What a runner knows of one follower, for [`RunnerHandle::status`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -207,8 +307,12 @@ pub struct FollowerStatus {
     /// retries can be expected to succeed).
     pub last_error: Option<Arc<FollowError>>,
     /// Whether this runner holds the follower's lease (and so runs it); `false` while
-    /// another runner holds it and this one stands by to take over.
+    /// another runner holds it and this one stands by to take over. On a feed: whether it
+    /// holds any slice.
     pub active: bool,
+    /// On a feed: the slices this runner holds, and so runs, in ascending order (the
+    /// notification-log fields `position` and `head` stay 0).
+    pub slices: Vec<u32>,
 }
 
 impl FollowerStatus {
@@ -337,6 +441,16 @@ impl<S: ItemStore> Runner<S> {
     /// live. A failing page is retried after the poll interval (logged, and shown in
     /// [`RunnerHandle::status`]); nothing after it is applied before it. On a store without
     /// leases ([`StoreError::Unsupported`]) followers run without one.
+    ///
+    /// On a store of [`Delivery::Idempotent`](crate::Delivery::Idempotent) delivery, each
+    /// follower's task runs a share of the feed's slices instead: it announces itself as a
+    /// live runner of the follower ([`ItemStore::announce_runner`]) every third of the lease
+    /// time to live, and holds the lease `follower/slice` of as many slices as its share of
+    /// the live runners gives it (the slice count divided among them), giving up slices over
+    /// its share and claiming free ones under it. The slices of a runner that dies are free
+    /// once their leases expire, and are taken by the others once its announcement expires
+    /// too. Each held slice is read from its saved position, handed to
+    /// [`Follower::handle_feed`], and its new position saved.
     pub fn start(self) -> RunnerHandle {
         let (stop, stopped) = watch::channel(false);
         let status = Arc::new(Mutex::new(HashMap::new()));
@@ -351,6 +465,22 @@ impl<S: ItemStore> Runner<S> {
                     owner,
                     ttl: self.lease_ttl,
                 };
+                if self.store.delivery() == Some(Delivery::Idempotent) {
+                    let task = FeedTask {
+                        store: self.store.clone(),
+                        follower,
+                        page_size: self.page_size,
+                        poll_interval: self.poll_interval,
+                        lease,
+                        held: BTreeMap::new(),
+                        leased: true,
+                        next_balance: Instant::now(),
+                        wake,
+                        stopped: stopped.clone(),
+                        status: status.clone(),
+                    };
+                    return tokio::spawn(task.run());
+                }
                 let task = FollowerTask {
                     store: self.store.clone(),
                     follower,
@@ -722,6 +852,266 @@ impl<S: ItemStore> FollowerTask<S> {
     }
 }
 
+/// One feed slice a [`FeedTask`] holds.
+struct HeldSlice {
+    /// Until when its lease surely holds (measured from before the claim that took or
+    /// renewed it).
+    until: Instant,
+    /// Its position: `None` until read from the store, then the saved one (`None` inside
+    /// for the start of the feed).
+    position: Option<Option<String>>,
+}
+
+/// A runner's task for one follower on a feed: holds its share of the slices and follows
+/// them.
+struct FeedTask<S: ItemStore> {
+    store: S,
+    follower: Arc<dyn Follower<S>>,
+    page_size: usize,
+    poll_interval: Duration,
+    /// The follower's name and this runner's owner id and lease time; each slice's lease is
+    /// named `follower/slice`.
+    lease: Lease,
+    held: BTreeMap<u32, HeldSlice>,
+    /// Whether the store has leases (without, the task runs every slice).
+    leased: bool,
+    /// When to announce itself, renew its leases and rebalance next.
+    next_balance: Instant,
+    wake: Arc<Notify>,
+    stopped: watch::Receiver<bool>,
+    status: Arc<Mutex<HashMap<String, FollowerStatus>>>,
+}
+
+impl<S: ItemStore> FeedTask<S> {
+    fn update(&self, change: impl FnOnce(&mut FollowerStatus)) {
+        let mut all = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        change(all.entry(self.follower.name().to_owned()).or_default());
+    }
+
+    fn slice_lease(&self, slice: u32) -> Lease {
+        Lease {
+            follower: format!("{}/{slice}", self.lease.follower),
+            ..self.lease.clone()
+        }
+    }
+
+    async fn run(mut self) {
+        let name = self.follower.name().to_owned();
+        while !*self.stopped.borrow() && self.stopped.has_changed().is_ok() {
+            let wait = match self.round().await {
+                // Something was delivered: read again at once, the slices may hold more.
+                Ok(true) => None,
+                Ok(false) => Some(self.poll_interval),
+                Err(e) => {
+                    tracing::warn!(follower = %name, error = %e, "feed follower failed; retrying after the poll interval");
+                    let e = Arc::new(e);
+                    self.update(|s| s.last_error = Some(e));
+                    // Read the positions again: another runner may have moved them.
+                    for held in self.held.values_mut() {
+                        held.position = None;
+                    }
+                    // And do not retry a failed rebalance at once, in a loop.
+                    self.next_balance = self.next_balance.max(Instant::now() + self.poll_interval);
+                    Some(self.poll_interval)
+                }
+            };
+            if let Some(wait) = wait {
+                let wait = wait.min(self.next_balance.saturating_duration_since(Instant::now()));
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stopped.changed() => {}
+                }
+            }
+        }
+        if self.leased {
+            // Hand over at once rather than after the leases' time to live.
+            let slices: Vec<u32> = self.held.keys().copied().collect();
+            for slice in slices {
+                let lease = self.slice_lease(slice);
+                if let Err(e) = self.store.release_lease(&lease.follower, lease.owner).await {
+                    tracing::warn!(follower = %name, slice, error = %e, "cannot release a feed slice's lease; it expires by itself");
+                }
+            }
+        }
+        self.held.clear();
+        self.update(|s| {
+            s.active = false;
+            s.slices.clear();
+        });
+    }
+
+    /// Rebalances when due, then reads each held slice once; whether anything was delivered.
+    async fn round(&mut self) -> Result<bool, FollowError> {
+        let mut delivered = false;
+        self.balance().await?;
+        let slices: Vec<u32> = self.held.keys().copied().collect();
+        for slice in slices {
+            if *self.stopped.borrow() {
+                break;
+            }
+            // A long round must not outlive the leases it reads under.
+            self.balance().await?;
+            let Some(held) = self.held.get(&slice) else {
+                continue;
+            };
+            if self.leased && held.until <= Instant::now() {
+                continue;
+            }
+            let mut position = match &held.position {
+                Some(position) => position.clone(),
+                None => {
+                    self.store
+                        .feed_position(self.follower.name(), slice)
+                        .await?
+                }
+            };
+            let step = feed_step(
+                &self.store,
+                &*self.follower,
+                slice,
+                self.page_size,
+                &mut position,
+            )
+            .await;
+            if let Some(held) = self.held.get_mut(&slice) {
+                held.position = Some(position);
+            }
+            if step?.is_some() {
+                delivered = true;
+                self.update(|s| {
+                    s.pages += 1;
+                    s.last_error = None;
+                });
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Every third of the lease time to live: announces this runner, renews its slices'
+    /// leases, and gives up or claims slices to hold its share.
+    async fn balance(&mut self) -> Result<(), FollowError> {
+        let now = Instant::now();
+        if now < self.next_balance {
+            return Ok(());
+        }
+        let ttl = self.lease.ttl;
+        let slices = self.store.feed_slices()?;
+        if !self.leased {
+            self.next_balance = now + ttl / 3;
+            return Ok(());
+        }
+        let runners = match self
+            .store
+            .announce_runner(&self.lease.follower, self.lease.owner, ttl)
+            .await
+        {
+            Ok(runners) => runners,
+            Err(StoreError::Unsupported { .. }) => vec![self.lease.owner],
+            Err(e) => return Err(e.into()),
+        };
+        let count = runners.len().max(1) as u32;
+        let me = runners
+            .iter()
+            .position(|r| *r == self.lease.owner)
+            .unwrap_or(runners.len()) as u32;
+        // Slices divided among the live runners in id order: the first `slices % count`
+        // runners take one more, so that the shares add up to every slice.
+        let share = (slices / count + u32::from(me < slices % count)) as usize;
+        // Where this runner's share starts, so that runners reach first for different slices.
+        let start = (me.min(count - 1) as u64 * u64::from(slices) / u64::from(count)) as u32;
+        let before: Vec<u32> = self.held.keys().copied().collect();
+        for slice in before {
+            match self.store.claim_lease(&self.slice_lease(slice)).await {
+                Ok(LeaseClaim::Held) => {
+                    if let Some(held) = self.held.get_mut(&slice) {
+                        held.until = now + ttl;
+                    }
+                }
+                Ok(LeaseClaim::Taken { owner, .. }) => {
+                    tracing::warn!(follower = %self.lease.follower, slice, by = %owner, "feed slice lost to another runner");
+                    self.held.remove(&slice);
+                }
+                Err(StoreError::Unsupported { reason, .. }) => {
+                    tracing::info!(follower = %self.lease.follower, reason, "the store has no leases; running every slice");
+                    return self.hold_every_slice(slices);
+                }
+                Err(e) => {
+                    self.held.retain(|_, h| h.until > now);
+                    self.publish();
+                    return Err(e.into());
+                }
+            }
+        }
+        // Over the share: give up the slices furthest from where the share starts.
+        let distance = |slice: u32| (slice + slices - start) % slices.max(1);
+        while self.held.len() > share {
+            let slice = *self
+                .held
+                .keys()
+                .max_by_key(|s| distance(**s))
+                .expect("held is not empty");
+            self.held.remove(&slice);
+            let lease = self.slice_lease(slice);
+            self.store
+                .release_lease(&lease.follower, lease.owner)
+                .await?;
+            tracing::debug!(follower = %self.lease.follower, slice, "feed slice given up to rebalance");
+        }
+        // Under it: claim free slices, nearest first.
+        let mut k = 0;
+        while self.held.len() < share && k < slices {
+            let slice = (start + k) % slices;
+            k += 1;
+            if self.held.contains_key(&slice) {
+                continue;
+            }
+            match self.store.claim_lease(&self.slice_lease(slice)).await {
+                Ok(LeaseClaim::Held) => {
+                    tracing::debug!(follower = %self.lease.follower, slice, "feed slice taken");
+                    self.held.insert(
+                        slice,
+                        HeldSlice {
+                            until: now + ttl,
+                            position: None,
+                        },
+                    );
+                }
+                Ok(LeaseClaim::Taken { .. }) => {}
+                Err(StoreError::Unsupported { .. }) => return self.hold_every_slice(slices),
+                Err(e) => {
+                    self.publish();
+                    return Err(e.into());
+                }
+            }
+        }
+        self.next_balance = now + ttl / 3;
+        self.publish();
+        Ok(())
+    }
+
+    fn hold_every_slice(&mut self, slices: u32) -> Result<(), FollowError> {
+        self.leased = false;
+        for slice in 0..slices {
+            self.held.entry(slice).or_insert(HeldSlice {
+                until: Instant::now(),
+                position: None,
+            });
+        }
+        self.next_balance = Instant::now() + self.lease.ttl / 3;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let slices: Vec<u32> = self.held.keys().copied().collect();
+        self.update(|s| {
+            s.active = !slices.is_empty();
+            s.slices = slices;
+        });
+    }
+}
+
 /// A projection whose view lives in memory, with its position: a page changes a copy of the
 /// view, which replaces the view (with the new position) only when the whole page applied.
 /// Its position is not in the store, so it starts from the beginning in every process.
@@ -940,36 +1330,122 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Process<U, A, S> {
         self
     }
 
-    /// Runs the policy over the page; the items to append and the aggregates they change.
-    async fn decide(&self, page: &[Notification]) -> Result<Unit<A, S>, FollowError> {
-        let mut unit = Unit {
+    fn unit(&self) -> Unit<A, S> {
+        Unit {
             app: self.app.clone(),
             roots: HashMap::new(),
             order: Vec::new(),
             cause: Metadata::default(),
-        };
+        }
+    }
+
+    /// Runs the policy over the page; the items to append and the aggregates they change.
+    async fn decide(&self, page: &[Notification]) -> Result<Unit<A, S>, FollowError> {
+        let mut unit = self.unit();
         for n in page {
-            let event = match self.upstream.decode(&n.item) {
-                Ok(event) => event,
-                Err(e) if matches!(e.kind, DecodeErrorKind::UnknownTopic) => continue,
-                Err(e) => return Err(self.failed(n.id, e)),
-            };
-            let upstream = format!("{}/{}", event.originator_id, event.version);
-            unit.cause = Metadata {
-                correlation_id: event
-                    .metadata
-                    .correlation_id
-                    .clone()
-                    .or_else(|| Some(upstream.clone())),
-                causation_id: Some(upstream),
-                user: event.metadata.user.clone(),
-            };
-            self.policy
-                .react(&event, &mut unit)
+            self.react(&mut unit, &n.item)
                 .await
                 .map_err(|e| self.failed(n.id, e))?;
         }
         Ok(unit)
+    }
+
+    /// Runs the policy on one upstream item (passing over topics the upstream mapper does
+    /// not know).
+    async fn react(&self, unit: &mut Unit<A, S>, item: &IntegerSequencedItem) -> Result<(), BoxError> {
+        let event = match self.upstream.decode(item) {
+            Ok(event) => event,
+            Err(e) if matches!(e.kind, DecodeErrorKind::UnknownTopic) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let upstream = format!("{}/{}", event.originator_id, event.version);
+        unit.cause = Metadata {
+            correlation_id: event
+                .metadata
+                .correlation_id
+                .clone()
+                .or_else(|| Some(upstream.clone())),
+            causation_id: Some(upstream),
+            user: event.metadata.user.clone(),
+        };
+        self.policy.react(&event, unit).await
+    }
+
+    /// The encoded pending events of the unit's aggregate `id`.
+    async fn encode_pending(
+        &self,
+        unit: &Unit<A, S>,
+        id: &Uuid,
+    ) -> Result<Vec<IntegerSequencedItem>, BoxError> {
+        let mapper = self.app.repository().event_store().mapper();
+        let mut items = Vec::new();
+        for envelope in unit.roots[id].0.pending() {
+            if let Some(ready) = mapper.prepare(envelope) {
+                ready.await?;
+            }
+            items.push(mapper.encode(envelope)?);
+        }
+        Ok(items)
+    }
+
+    /// The key of the appends this process makes in reaction to upstream item
+    /// (`sequence_id`, `version`): the same on every replay, so that a replay's append
+    /// resolves as already applied.
+    fn reaction_key(&self, sequence_id: Uuid, version: Version) -> Result<IdempotencyKey, BoxError> {
+        Ok(IdempotencyKey::new(format!(
+            "{}/{}/{version}",
+            self.name,
+            sequence_id.simple()
+        ))?)
+    }
+
+    /// Reacts to one upstream item of a feed: each aggregate the policy changed gets one
+    /// append keyed by [`reaction_key`](Self::reaction_key), so that an append made before
+    /// a crash is found already applied, whatever the policy decides on the replay. A
+    /// conflict re-runs the reaction on fresh state, as the application's retry policy says.
+    async fn react_once(&self, store: &S, item: &IntegerSequencedItem) -> Result<(), FollowError> {
+        let failed = |source: BoxError| FollowError::FeedHandler {
+            follower: self.name.clone(),
+            sequence_id: item.sequence_id,
+            version: item.position,
+            source,
+        };
+        let key = self
+            .reaction_key(item.sequence_id, item.position)
+            .map_err(failed)?;
+        let mut pauses = self.app.retry_policy().pauses_between();
+        loop {
+            let mut unit = self.unit();
+            self.react(&mut unit, item).await.map_err(failed)?;
+            let mut conflict = None;
+            for id in unit.order.clone() {
+                let items = self.encode_pending(&unit, &id).await.map_err(failed)?;
+                if items.is_empty() {
+                    continue;
+                }
+                match store.append_with_key(items, &key).await {
+                    Ok(KeyedAppend::Appended(_)) => {
+                        let (root, before) = unit.roots.get_mut(&id).expect("in order");
+                        let events = root.commit_pending();
+                        self.app.committed(root, *before, &events).await;
+                    }
+                    // Made before a crash or a failure of this item's reaction: leave it.
+                    Ok(KeyedAppend::AlreadyApplied(_)) => {}
+                    Err(e @ AppendError::Conflict { .. }) => {
+                        conflict = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match conflict {
+                None => return Ok(()),
+                Some(conflict) => match pauses.next() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(FollowError::Append(conflict)),
+                },
+            }
+        }
     }
 
     fn failed(&self, id: u64, source: impl Into<BoxError>) -> FollowError {
@@ -997,7 +1473,6 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
         page: &'a [Notification],
     ) -> BoxFuture<'a, Result<(), FollowError>> {
         Box::pin(async move {
-            let mapper = self.app.repository().event_store().mapper().clone();
             let policy = self.app.retry_policy();
             let mut pauses = policy.pauses_between();
             // The page is applied in steps, each one atomic write of its events and the
@@ -1011,12 +1486,11 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
                 let mut unit = self.decide(chunk).await?;
                 let mut items = Vec::new();
                 for id in &unit.order {
-                    for envelope in unit.roots[id].0.pending() {
-                        if let Some(ready) = mapper.prepare(envelope) {
-                            ready.await.map_err(|e| self.failed(last, e))?;
-                        }
-                        items.push(mapper.encode(envelope).map_err(|e| self.failed(last, e))?);
-                    }
+                    items.extend(
+                        self.encode_pending(&unit, id)
+                            .await
+                            .map_err(|e| self.failed(last, e))?,
+                    );
                 }
                 let tracking = Tracking {
                     follower: self.name.clone(),
@@ -1044,6 +1518,24 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Follower<S> for Proce
                         None => return Err(FollowError::Append(conflict)),
                     },
                     Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Reacts to each upstream item in turn, in idempotent mode: the appends of an item's
+    /// reaction are keyed by (process, upstream sequence id, version), so a page delivered
+    /// again after a crash changes nothing it changed before.
+    fn handle_feed<'a>(
+        &'a self,
+        store: &'a S,
+        appends: &'a [Vec<IntegerSequencedItem>],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        Box::pin(async move {
+            for item in appends.iter().flatten() {
+                if self.topics.is_empty() || self.topics.contains(&item.topic) {
+                    self.react_once(store, item).await?;
                 }
             }
             Ok(())

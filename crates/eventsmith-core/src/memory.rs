@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
 use crate::store::{
-    Capabilities, Delivery, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, SnapshotStore,
+    Capabilities, Delivery, FeedPage, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, SnapshotStore,
     Support, Tracking, check_append, check_batch_unique,
 };
 use crate::trace::{outcome, rows};
@@ -25,12 +25,17 @@ use crate::trace::{outcome, rows};
 #[derive(Clone, Default, Debug)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// The slice count of its feed, when made [`with_feed`](MemoryStore::with_feed).
+    feed: Option<u32>,
 }
 
 #[derive(Default, Debug)]
 struct Inner {
     /// The notification log; an item's notification id is its index plus one.
     log: Vec<IntegerSequencedItem>,
+    /// Per log entry: the notification id of the first item of its append, so that the feed
+    /// delivers appends whole.
+    append_of: Vec<u64>,
     /// Per sequence: version -> index into `log`.
     sequences: HashMap<Uuid, BTreeMap<Version, usize>>,
     timestamped: HashMap<Uuid, BTreeMap<Timestamp, TimestampSequencedItem>>,
@@ -41,6 +46,10 @@ struct Inner {
     tracking: HashMap<String, u64>,
     /// Followers' leases: holder and expiry.
     leases: HashMap<String, (Uuid, Instant)>,
+    /// Feed followers' saved positions, per (follower, slice).
+    feed_positions: HashMap<(String, u32), String>,
+    /// Live runners of feed followers, with the expiry of their announcements.
+    runners: HashMap<String, BTreeMap<Uuid, Instant>>,
 }
 
 impl Inner {
@@ -66,6 +75,7 @@ impl Inner {
                 .or_default()
                 .insert(item.position, index);
             self.log.push(item);
+            self.append_of.push(first);
         }
         Ok(first..self.log.len() as u64 + 1)
     }
@@ -75,6 +85,26 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose followers follow a feed of `slices` slices (at least 1) in
+    /// [`Delivery::Idempotent`] mode rather than its log: the reference for stores whose
+    /// feed is their only way across aggregates (Cassandra's), so that followers written for
+    /// those run, and are tested, here. The feed of a slice is the log's appends of the
+    /// sequences in it ([`slice_of`](crate::slice_of)); a position is the id of the last
+    /// notification read.
+    pub fn with_feed(slices: u32) -> Self {
+        MemoryStore {
+            feed: Some(slices.max(1)),
+            ..Self::default()
+        }
+    }
+
+    fn feed(&self) -> Result<u32, StoreError> {
+        self.feed.ok_or(StoreError::Unsupported {
+            capability: "the feed",
+            reason: "this memory store was made without a feed (MemoryStore::with_feed)",
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -131,8 +161,11 @@ impl ItemStore for MemoryStore {
             notifications: Support::Yes,
             timestamped: Support::Yes,
             cross_sequence_batches: Support::Yes,
-            feed: Support::Missing {
-                reason: "the notification log is this store's feed (gapless, in commit order): follow it instead",
+            feed: match self.feed {
+                Some(_) => Support::Yes,
+                None => Support::Missing {
+                    reason: "the notification log is this store's feed (gapless, in commit order): follow it instead (or make the store with_feed)",
+                },
             },
         }
     }
@@ -174,7 +207,109 @@ impl ItemStore for MemoryStore {
     }
 
     fn delivery(&self) -> Option<Delivery> {
-        Some(Delivery::Transactional)
+        Some(match self.feed {
+            Some(_) => Delivery::Idempotent,
+            None => Delivery::Transactional,
+        })
+    }
+
+    fn feed_slices(&self) -> Result<u32, StoreError> {
+        self.feed()
+    }
+
+    #[tracing::instrument(name = "eventsmith.read_feed", level = "debug", skip_all, fields(backend = "memory", slice, after, limit, outcome = tracing::field::Empty))]
+    async fn read_feed_page(
+        &self,
+        slice: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<FeedPage, StoreError> {
+        outcome(
+            async {
+                let slices = self.feed()?;
+                if slice >= slices {
+                    return Err(StoreError::Config {
+                        detail: format!("slice {slice} of a feed of {slices} slices"),
+                    });
+                }
+                let after: u64 = match after {
+                    None => 0,
+                    Some(text) => text.parse().map_err(|_| StoreError::Config {
+                        detail: format!("{text:?} is not a position in this memory store's feed"),
+                    })?,
+                };
+                let inner = self.lock();
+                let mut page = FeedPage::default();
+                let mut last = after.min(inner.log.len() as u64);
+                let mut current = None;
+                for (index, item) in inner.log.iter().enumerate().skip(last as usize) {
+                    if crate::slice_of(item.sequence_id, slices) != slice {
+                        last = index as u64 + 1;
+                        continue;
+                    }
+                    let append = (inner.append_of[index], item.sequence_id);
+                    if current != Some(append) {
+                        if page.appends.len() == limit.max(1) {
+                            break;
+                        }
+                        page.appends.push(Vec::new());
+                        current = Some(append);
+                    }
+                    page.appends.last_mut().expect("pushed").push(item.clone());
+                    last = index as u64 + 1;
+                }
+                page.position = last.to_string();
+                Ok(page)
+            }
+            .await,
+        )
+    }
+
+    async fn feed_head(&self, slice: u32) -> Result<String, StoreError> {
+        let slices = self.feed()?;
+        if slice >= slices {
+            return Err(StoreError::Config {
+                detail: format!("slice {slice} of a feed of {slices} slices"),
+            });
+        }
+        Ok(self.lock().log.len().to_string())
+    }
+
+    async fn feed_position(&self, follower: &str, slice: u32) -> Result<Option<String>, StoreError> {
+        self.feed()?;
+        Ok(self
+            .lock()
+            .feed_positions
+            .get(&(follower.to_owned(), slice))
+            .cloned())
+    }
+
+    async fn save_feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+        position: &str,
+    ) -> Result<(), StoreError> {
+        self.feed()?;
+        self.lock()
+            .feed_positions
+            .insert((follower.to_owned(), slice), position.to_owned());
+        Ok(())
+    }
+
+    async fn announce_runner(
+        &self,
+        follower: &str,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.feed()?;
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let live = inner.runners.entry(follower.to_owned()).or_default();
+        live.insert(owner, now + ttl);
+        live.retain(|_, expires| *expires > now);
+        Ok(live.keys().copied().collect())
     }
 
     #[tracing::instrument(name = "eventsmith.tracking", level = "debug", skip_all, fields(backend = "memory", follower = %follower, outcome = tracing::field::Empty))]

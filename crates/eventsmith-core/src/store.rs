@@ -164,10 +164,11 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         query: &Select<Timestamp>,
     ) -> impl Future<Output = Result<Vec<TimestampSequencedItem>, StoreError>> + Send;
 
-    /// How this store delivers its notification log to followers
-    /// ([`Follower`](crate::Follower)); `None` when it keeps no tracking records (then
-    /// [`tracking_position`](Self::tracking_position) and
-    /// [`append_tracked`](Self::append_tracked) fail with [`StoreError::Unsupported`]).
+    /// How this store delivers to followers ([`Follower`](crate::Follower)):
+    /// [`Delivery::Transactional`] through its notification log and tracking records,
+    /// [`Delivery::Idempotent`] through its feed and saved feed positions; `None` when it
+    /// has neither. Without `Transactional`, [`tracking_position`](Self::tracking_position)
+    /// and [`append_tracked`](Self::append_tracked) fail with [`StoreError::Unsupported`].
     fn delivery(&self) -> Option<Delivery> {
         None
     }
@@ -261,6 +262,17 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         async { Err(no_feed()) }
     }
 
+    /// A position in feed slice `slice` at about the present: reading after it delivers every
+    /// append committed to the slice after this call (and perhaps some a little before it).
+    /// Save it as a new follower's position ([`save_feed_position`](Self::save_feed_position))
+    /// to follow only what comes next, rather than the whole feed.
+    ///
+    /// Dropping the future abandons it; nothing is written.
+    fn feed_head(&self, slice: u32) -> impl Future<Output = Result<String, StoreError>> + Send {
+        let _ = slice;
+        async { Err(no_feed()) }
+    }
+
     /// The position `follower` saved for feed slice `slice`, `None` before it saved one.
     ///
     /// Dropping the future abandons the read; nothing is written.
@@ -302,6 +314,12 @@ pub trait ItemStore: Clone + Send + Sync + 'static {
         let _ = (follower, owner, ttl);
         async { Err(no_feed()) }
     }
+}
+
+/// The slice of a feed of `slices` slices that sequence `sequence_id` is in: its id as a
+/// 128-bit number, modulo the slice count. Stable across builds, platforms and backends.
+pub fn slice_of(sequence_id: Uuid, slices: u32) -> u32 {
+    (sequence_id.as_u128() % u128::from(slices.max(1))) as u32
 }
 
 /// One read of one slice of a store's feed ([`ItemStore::read_feed_page`]).
@@ -350,8 +368,12 @@ pub enum Delivery {
     /// A follower's output and its position are written in one atomic write
     /// ([`ItemStore::append_tracked`]): each page is applied exactly once, across crashes.
     Transactional,
-    /// At least once: after a crash a page may be delivered again, so effects must be keyed
-    /// by (sequence id, version) or by a deterministic commit id.
+    /// At least once, through the store's feed ([`ItemStore::read_feed_page`]): a follower's
+    /// position in each slice is saved after its output
+    /// ([`Follower::handle_feed`](crate::Follower::handle_feed)), so after a crash a page may
+    /// be delivered again, and effects must be keyed by (sequence id, version) or by a
+    /// deterministic commit id (a [`Process`](crate::Process) keys each append it makes by
+    /// (process, upstream sequence id, version)).
     Idempotent,
 }
 

@@ -161,10 +161,7 @@ mod conformance {
     eventsmith_testkit::conformance_suite!(super::conformance_store());
 
     mod with_feed {
-        eventsmith_testkit::conformance_suite!(
-            super::super::conformance_store_with_feed(),
-            feed = super::super::common::feed_reader
-        );
+        eventsmith_testkit::conformance_suite!(super::super::conformance_store_with_feed());
     }
 }
 

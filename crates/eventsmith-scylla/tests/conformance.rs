@@ -4,7 +4,7 @@
 
 mod common;
 
-eventsmith_testkit::conformance_suite!(optional common::store(), feed = common::feed_reader);
+eventsmith_testkit::conformance_suite!(optional common::store());
 
 /// The same suite on a keyspace with a feed: every append writes its intent first.
 mod with_feed {
@@ -15,7 +15,6 @@ mod with_feed {
             common::feed_store(common::feed_settings())
                 .await
                 .map(|store| (store, ()))
-        },
-        feed = common::feed_reader
+        }
     );
 }

@@ -19,6 +19,10 @@ pub use crate::clock::{
     application_stamps_events_with_its_clock, timestamp_log_moves_past_taken_timestamps,
 };
 pub use crate::encryption::forged_plaintext_is_refused;
+pub use crate::feed::{
+    feed_matches_the_capability, feed_runner_delivers_every_append,
+    process_on_a_feed_applies_each_event_once, runners_share_the_slices_and_take_over,
+};
 pub use crate::follow::{
     follower_never_skips, follower_resumes_exactly, one_runner_runs_a_follower_at_a_time,
     process_applies_each_event_once, two_runners_never_apply_a_page_twice,

@@ -25,10 +25,9 @@
 //! Every case is a test body: dropping its future stops the case part-way, leaving what it
 //! wrote so far in the store (fresh sequence ids keep that from disturbing other cases).
 //!
-//! A feed ([`Capabilities::feed`]) is read through a backend's own API: a store that claims
-//! one runs the suite with a [`feed::FeedReader`], `conformance_suite!(FIXTURE, feed = |store|
-//! READER)` (or `optional FIXTURE, feed = …`); without a reader, the suite fails a store that
-//! claims a feed, and does not ask one that claims none.
+//! A feed ([`Capabilities::feed`]) is read through [`ItemStore::read_feed_page`]; the cases of
+//! [`feed`] check it on a store that claims one, and followers on it on a store whose
+//! delivery is [`Delivery::Idempotent`](eventsmith_core::Delivery::Idempotent).
 
 pub mod application;
 pub mod cases;
@@ -58,37 +57,11 @@ pub async fn eventually(mut done: impl FnMut() -> bool) -> bool {
 /// Expands to one `#[tokio::test]` per conformance case. See the crate docs.
 #[macro_export]
 macro_rules! conformance_suite {
-    (optional $fixture:expr, feed = $reader:expr) => {
-        $crate::conformance_suite!(@list optional $fixture);
-        $crate::conformance_suite!(@feed optional $fixture; |store| ::core::option::Option::Some(($reader)(store)));
-    };
-    ($fixture:expr, feed = $reader:expr) => {
-        $crate::conformance_suite!(@list required $fixture);
-        $crate::conformance_suite!(@feed required $fixture; |store| ::core::option::Option::Some(($reader)(store)));
-    };
     (optional $fixture:expr) => {
         $crate::conformance_suite!(@list optional $fixture);
-        $crate::conformance_suite!(@feed optional $fixture; |_| ::core::option::Option::None::<$crate::feed::NoReader>);
     };
     ($fixture:expr) => {
         $crate::conformance_suite!(@list required $fixture);
-        $crate::conformance_suite!(@feed required $fixture; |_| ::core::option::Option::None::<$crate::feed::NoReader>);
-    };
-    (@feed required $fixture:expr; $reader:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn feed_matches_the_capability() {
-            let (store, _guard) = $fixture.await;
-            let reader = ($reader)(&store);
-            $crate::feed::feed_matches_the_capability(store, reader).await;
-        }
-    };
-    (@feed optional $fixture:expr; $reader:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn feed_matches_the_capability() {
-            let Some((store, _guard)) = $fixture.await else { return };
-            let reader = ($reader)(&store);
-            $crate::feed::feed_matches_the_capability(store, reader).await;
-        }
     };
     (@list $mode:ident $fixture:expr) => {
         $crate::conformance_suite!(@cases $mode $fixture;
@@ -131,6 +104,10 @@ macro_rules! conformance_suite {
             process_applies_each_event_once,
             application_stamps_events_with_its_clock,
             timestamp_log_moves_past_taken_timestamps,
+            feed_matches_the_capability,
+            feed_runner_delivers_every_append,
+            process_on_a_feed_applies_each_event_once,
+            runners_share_the_slices_and_take_over,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {

@@ -113,38 +113,3 @@ pub(crate) fn feed_config(address: &str) -> CassandraConfig {
     config.feed = Some(feed_settings());
     config
 }
-
-/// The conformance suite's reader of a store's feed: from about the present, every slice.
-#[allow(dead_code)]
-pub(crate) struct FeedReader {
-    store: CassandraStore,
-    position: Option<eventsmith_scylla::FeedPosition>,
-}
-
-/// A reader of `store`'s feed for the conformance suite.
-#[allow(dead_code)]
-pub(crate) fn feed_reader(store: &CassandraStore) -> FeedReader {
-    FeedReader {
-        store: store.clone(),
-        position: None,
-    }
-}
-
-impl eventsmith_testkit::feed::FeedReader for FeedReader {
-    fn next(
-        &mut self,
-    ) -> eventsmith_core::BoxFuture<
-        '_,
-        Result<Vec<eventsmith_core::IntegerSequencedItem>, eventsmith_core::StoreError>,
-    > {
-        Box::pin(async move {
-            let position = match self.position.take() {
-                Some(p) => p,
-                None => self.store.feed_now()?,
-            };
-            let (appends, next) = self.store.read_feed(&position, 1000).await?;
-            self.position = Some(next);
-            Ok(appends.into_iter().flat_map(|a| a.items).collect())
-        })
-    }
-}
