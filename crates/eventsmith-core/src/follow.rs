@@ -27,9 +27,9 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Envelope, Root};
 use crate::application::{AfterCommit, Application, BoxFuture};
 use crate::error::{AppendError, BoxError, CommandError, DecodeErrorKind, LoadError, StoreError};
+use crate::idempotency::{IdempotencyKey, KeyedAppend};
 use crate::item::{IntegerSequencedItem, Notification, Version};
 use crate::mapper::Mapper;
-use crate::idempotency::{IdempotencyKey, KeyedAppend};
 use crate::metadata::Metadata;
 use crate::store::{Delivery, ItemStore, Lease, LeaseClaim, Tracking};
 
@@ -69,7 +69,9 @@ pub enum FollowError {
     /// The follower failed on an item of a feed page; the slice's position was not saved, so
     /// the page is delivered again (what was applied before the failure is applied again, and
     /// must be idempotent).
-    #[error("follower {follower:?} failed at {sequence_id} version {version} of the feed: {source}")]
+    #[error(
+        "follower {follower:?} failed at {sequence_id} version {version} of the feed: {source}"
+    )]
     FeedHandler {
         /// The follower.
         follower: String,
@@ -1352,7 +1354,11 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Process<U, A, S> {
 
     /// Runs the policy on one upstream item (passing over topics the upstream mapper does
     /// not know).
-    async fn react(&self, unit: &mut Unit<A, S>, item: &IntegerSequencedItem) -> Result<(), BoxError> {
+    async fn react(
+        &self,
+        unit: &mut Unit<A, S>,
+        item: &IntegerSequencedItem,
+    ) -> Result<(), BoxError> {
         let event = match self.upstream.decode(item) {
             Ok(event) => event,
             Err(e) if matches!(e.kind, DecodeErrorKind::UnknownTopic) => return Ok(()),
@@ -1391,7 +1397,11 @@ impl<U: Send + Sync + 'static, A: Aggregate, S: ItemStore> Process<U, A, S> {
     /// The key of the appends this process makes in reaction to upstream item
     /// (`sequence_id`, `version`): the same on every replay, so that a replay's append
     /// resolves as already applied.
-    fn reaction_key(&self, sequence_id: Uuid, version: Version) -> Result<IdempotencyKey, BoxError> {
+    fn reaction_key(
+        &self,
+        sequence_id: Uuid,
+        version: Version,
+    ) -> Result<IdempotencyKey, BoxError> {
         Ok(IdempotencyKey::new(format!(
             "{}/{}/{version}",
             self.name,

@@ -130,8 +130,8 @@ pub use metadata::{
 };
 pub use repository::{EventStore, Repository, Saved};
 pub use store::{
-    Capabilities, Delivery, FeedPage, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, MAX_VERSION,
-    SnapshotStore, Support, Tracking, slice_of,
+    Capabilities, Delivery, FeedPage, Inventory, ItemKind, ItemStore, Lease, LeaseClaim,
+    MAX_VERSION, SnapshotStore, Support, Tracking, slice_of,
 };
 
 /// For implementors of a backend: the checks every store applies before it writes, so that

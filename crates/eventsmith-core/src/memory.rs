@@ -13,8 +13,8 @@ use crate::item::{
     IntegerSequencedItem, Notification, Select, Timestamp, TimestampSequencedItem, Version,
 };
 use crate::store::{
-    Capabilities, Delivery, FeedPage, Inventory, ItemKind, ItemStore, Lease, LeaseClaim, SnapshotStore,
-    Support, Tracking, check_append, check_batch_unique,
+    Capabilities, Delivery, FeedPage, Inventory, ItemKind, ItemStore, Lease, LeaseClaim,
+    SnapshotStore, Support, Tracking, check_append, check_batch_unique,
 };
 use crate::trace::{outcome, rows};
 
@@ -275,7 +275,11 @@ impl ItemStore for MemoryStore {
         Ok(self.lock().log.len().to_string())
     }
 
-    async fn feed_position(&self, follower: &str, slice: u32) -> Result<Option<String>, StoreError> {
+    async fn feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+    ) -> Result<Option<String>, StoreError> {
         self.feed()?;
         Ok(self
             .lock()

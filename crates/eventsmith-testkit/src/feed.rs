@@ -98,7 +98,9 @@ pub async fn feed_matches_the_capability<S: ItemStore>(store: S) {
             "reading slice {slice} at {bad:?} must be a Config error, got {result:?}"
         );
     }
-    let mut reader = Reader::at_head(&store).await.expect("start reading the feed");
+    let mut reader = Reader::at_head(&store)
+        .await
+        .expect("start reading the feed");
     let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     for v in 1..=3 {
         store.append(vec![item(a, v, "feed.A")]).await.unwrap();
@@ -187,7 +189,12 @@ async fn start_at_head<S: ItemStore>(store: &S, follower: &str) -> Vec<String> {
 async fn committed<S: ItemStore>(store: &S, ids: &[Uuid]) -> Vec<IntegerSequencedItem> {
     let mut items = Vec::new();
     for id in ids {
-        items.extend(store.select(*id, &Select::all()).await.expect("read a sequence"));
+        items.extend(
+            store
+                .select(*id, &Select::all())
+                .await
+                .expect("read a sequence"),
+        );
     }
     items
 }
@@ -269,9 +276,11 @@ pub async fn feed_runner_delivers_every_append<S: ItemStore>(store: S) {
     let running = start(&second);
     let more = write(&store, &topic, 2, 6).await;
     let expected_more = committed(&store, &more).await;
-    wait_for_all("a runner resumed from saved positions", &expected_more, || {
-        second.delivered()
-        })
+    wait_for_all(
+        "a runner resumed from saved positions",
+        &expected_more,
+        || second.delivered(),
+    )
     .await;
     running.stop().await;
     let again = second
@@ -351,8 +360,13 @@ pub async fn process_on_a_feed_applies_each_event_once<S: ItemStore>(store: S) {
             .await
             .unwrap();
     }
-    let handed = catch_up(&store, &process(), 8).await.expect("replay the feed");
-    assert!(handed >= 40, "the replay handed the process {handed} items, not every upstream one");
+    let handed = catch_up(&store, &process(), 8)
+        .await
+        .expect("replay the feed");
+    assert!(
+        handed >= 40,
+        "the replay handed the process {handed} items, not every upstream one"
+    );
     let mut mirrored = marks().await;
     mirrored.sort_unstable();
     assert_eq!(
@@ -504,5 +518,7 @@ pub async fn runners_share_the_slices_and_take_over<S: ItemStore>(store: S) {
         runner.handle.stop().await;
         runner.runtime.shutdown_background();
     }
-    println!("runners_share_the_slices_and_take_over: the killed runner's slices {dead_slices:?} were taken after {took:?}");
+    println!(
+        "runners_share_the_slices_and_take_over: the killed runner's slices {dead_slices:?} were taken after {took:?}"
+    );
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventsmith_core::{
-    Application, BoxError, BoxFuture, Delivery, FollowError, Follower, IntegerSequencedItem, ItemStore,
-    Notification, Policy, Process, Runner, StoreError, Tracking, Unit,
+    Application, BoxError, BoxFuture, Delivery, FollowError, Follower, IntegerSequencedItem,
+    ItemStore, Notification, Policy, Process, Runner, StoreError, Tracking, Unit,
 };
 use eventsmith_mapper::EventMapper;
 use tokio::sync::Barrier;

@@ -4,5 +4,7 @@
 eventsmith_testkit::conformance_suite!(async { (eventsmith_core::MemoryStore::new(), ()) });
 
 mod with_feed {
-    eventsmith_testkit::conformance_suite!(async { (eventsmith_core::MemoryStore::with_feed(8), ()) });
+    eventsmith_testkit::conformance_suite!(async {
+        (eventsmith_core::MemoryStore::with_feed(8), ())
+    });
 }

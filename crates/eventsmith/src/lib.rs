@@ -6,16 +6,16 @@ pub use eventsmith_core::{
     AfterCommit, Aggregate, AppendError, Application, ApplicationBuilder, BoxError, BoxFuture,
     Capabilities, CipherError, Clock, Command, CommandError, Committed, CompressError, Compressor,
     DecodeError, DecodeErrorKind, Delivery, DomainEvent, EncodeError, Envelope, ErrorKind, Event,
-    EventStore, EventTypeVisitor, EventTypes, FollowError, Follower, FollowerStatus, HeaderError,
-    IdempotencyKey, IntegerSequencedItem, InvalidKey, InvalidMetadata, Inventory, ItemKind,
-    ItemStore, KeyedAppend, Lease, LeaseClaim, LoadError, MAX_ID_LEN, MAX_KEY_LEN,
+    EventStore, EventTypeVisitor, EventTypes, FeedPage, FollowError, Follower, FollowerStatus,
+    HeaderError, IdempotencyKey, IntegerSequencedItem, InvalidKey, InvalidMetadata, Inventory,
+    ItemKind, ItemStore, KeyedAppend, Lease, LeaseClaim, LoadError, MAX_ID_LEN, MAX_KEY_LEN,
     MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN, MAX_VERSION, ManualClock, Mapper,
     MemoryProjection, MemoryStore, Metadata, Notification, PayloadCipher, Policy, Position,
     PriorAppend, Process, ReplayError, Repository, RetryPolicy, Root, RootParts, Runner,
     RunnerHandle, RunnerWaker, SaveError, Saved, Select, SequencedItem, SnapshotError,
     SnapshotStore, Snapshots, StoreError, Support, System, SystemClock, SystemError, Timestamp,
     TimestampLog, TimestampSequencedItem, Tracking, Unit, Version, backend, catch_up,
-    domain_events, scenario,
+    domain_events, scenario, slice_of,
 };
 // The derives name the core through this path, whatever the facade re-exports by name.
 #[doc(hidden)]
