@@ -9,9 +9,10 @@
 //! `cargo test` never runs it; run on its own it needs `EVENTSMITH_CASSANDRA_CLUSTER`, and
 //! without it every test fails (never a silent skip).
 //!
-//! The follower: followers do not run on the feed yet, so it follows each written sequence,
-//! selecting the items after the last version it has seen, and checks it sees every
-//! acknowledged event exactly once and in order.
+//! The follower: the fault runs' keyspace has a feed, and two runners (each with its own
+//! session, as two processes would have) share its slices through their leases; the run checks
+//! that what they were handed, once duplicates are set aside (delivery is at least once), is
+//! exactly the stored rows, and reports the redeliveries and the follower's lag.
 //!
 //! `EVENTSMITH_CLUSTER_LEVERS` overrides the driver levers for measurements, e.g.
 //! `timeout=2000,spec=1:100,heartbeat=2:2,conns=1` (milliseconds; seconds for heartbeat;
@@ -26,9 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use eventsmith_core::{AppendError, ItemStore, Select, SequencedItem, StoreError};
+use eventsmith_core::{
+    AppendError, BoxFuture, FollowError, Follower, IntegerSequencedItem, ItemStore, Runner,
+    Select, SequencedItem, StoreError,
+};
 use eventsmith_scylla::{
-    CassandraConfig, CassandraStore, Consistency, Replication, SerialConsistency,
+    CassandraConfig, CassandraStore, Consistency, FeedConfig, Replication, SerialConsistency,
     SpeculativeExecution,
 };
 use tokio::sync::OnceCell;
@@ -301,54 +305,44 @@ async fn writer(
     }
 }
 
-/// What the follower saw, per sequence, in the order it saw it.
-type Followed = HashMap<Uuid, Vec<(u64, Vec<u8>)>>;
+/// What the follower saw, per sequence, in the order it saw it, with when.
+type Followed = HashMap<Uuid, Vec<(u64, Vec<u8>, Instant)>>;
 
-/// The follower: per sequence, selects the items after the last version it saw. Every item
-/// must come once, in order, with no gap.
-async fn follower(
-    store: CassandraStore,
-    ids: Vec<Uuid>,
-    stop: Arc<AtomicBool>,
-    drained: Arc<AtomicBool>,
-) -> (Followed, Vec<String>) {
-    let mut seen: Followed = ids.iter().map(|id| (*id, Vec::new())).collect();
-    let mut problems = Vec::new();
-    loop {
-        // Read the flag before the pass: a pass that starts after the writers stopped (and the
-        // cluster healed) sees everything.
-        let last_pass = drained.load(Ordering::SeqCst);
-        for id in &ids {
-            let events = seen.get_mut(id).unwrap();
-            let last = events.last().map_or(0, |e| e.0);
-            let query = if last == 0 {
-                Select::all()
-            } else {
-                Select::all().gt(last)
-            };
-            let Ok(items) = store.select(*id, &query).await else {
-                continue;
-            };
-            for item in items {
-                let expected = events.last().map_or(1, |e| e.0 + 1);
-                if item.position != expected {
-                    problems.push(format!(
-                        "sequence {id}: followed version {} after {}",
-                        item.position,
-                        expected - 1
-                    ));
-                }
-                events.push((item.position, item.payload));
-            }
+/// A follower on the feed that records every item it is handed.
+#[derive(Default)]
+struct FeedRecorder {
+    seen: Mutex<Followed>,
+}
+
+impl Follower<CassandraStore> for FeedRecorder {
+    fn name(&self) -> &str {
+        "fault-follower"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _: &'a CassandraStore,
+        _: u64,
+        _: &'a [eventsmith_core::Notification],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        Box::pin(async { panic!("a keyspace with a feed is followed through the feed") })
+    }
+
+    fn handle_feed<'a>(
+        &'a self,
+        _: &'a CassandraStore,
+        appends: &'a [Vec<IntegerSequencedItem>],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap();
+        for item in appends.iter().flatten() {
+            seen.entry(item.sequence_id).or_default().push((
+                item.position,
+                item.payload.clone(),
+                now,
+            ));
         }
-        if last_pass {
-            return (seen, problems);
-        }
-        if stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -360,18 +354,33 @@ where
     Fut: std::future::Future<Output = Vec<Phase>>,
 {
     let keyspace = run_keyspace("faults");
-    let config = cluster_config(&keyspace);
+    let mut config = cluster_config(&keyspace);
+    config.feed = Some(FeedConfig {
+        slices: 8,
+        ..FeedConfig::default()
+    });
     eprintln!("{label}: {}", describe(&config));
     CassandraStore::create_schema(&config)
         .await
         .expect("create the RF 3 keyspace");
     let store = CassandraStore::connect(config.clone()).await.unwrap();
-    // The follower has its own session, as another process would.
-    let follower_store = CassandraStore::connect(config.clone()).await.unwrap();
+    // Two runners of the follower share the feed's slices, each with its own session, as
+    // two processes would.
+    let recorders = [Arc::new(FeedRecorder::default()), Arc::new(FeedRecorder::default())];
+    let mut runners = Vec::new();
+    for recorder in &recorders {
+        let session = CassandraStore::connect(config.clone()).await.unwrap();
+        runners.push(
+            Runner::new(session)
+                .follow(recorder.clone())
+                .poll_interval(Duration::from_millis(20))
+                .lease_ttl(Duration::from_secs(3))
+                .start(),
+        );
+    }
     let ids: Vec<Uuid> = (0..SEQUENCES).map(|_| Uuid::new_v4()).collect();
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let drained = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for (s, id) in ids.iter().enumerate() {
         for w in 0..WRITERS_PER_SEQUENCE {
@@ -384,29 +393,48 @@ where
             )));
         }
     }
-    let following = tokio::spawn(follower(
-        follower_store,
-        ids.clone(),
-        stop.clone(),
-        drained.clone(),
-    ));
     let started = Instant::now();
     let phases = fault(started).await;
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.await.unwrap();
     }
-    drained.store(true, Ordering::SeqCst);
-    let (followed, mut problems) = following.await.unwrap();
+    let mut problems = Vec::new();
 
-    // The truth: every sequence read back at QUORUM from the healed cluster.
-    let mut stored: HashMap<Uuid, Vec<(u64, Vec<u8>)>> = HashMap::new();
-    for id in &ids {
-        let items = store.select(*id, &Select::all()).await.expect("read back");
-        stored.insert(
-            *id,
-            items.into_iter().map(|i| (i.position, i.payload)).collect(),
-        );
+    // Every stored row must reach the runners: wait (an intent left by a writer told
+    // outcome-unknown may wait for a helper), then stop them.
+    let distinct = |id: &Uuid| -> Vec<(u64, Vec<u8>)> {
+        let mut all: Vec<(u64, Vec<u8>)> = recorders
+            .iter()
+            .flat_map(|r| r.seen.lock().unwrap().get(id).cloned().unwrap_or_default())
+            .map(|(v, p, _)| (v, p))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    // The truth: every sequence read back at QUORUM from the healed cluster, again while
+    // waiting, since a reader may still complete an append whose writer was told
+    // outcome-unknown.
+    let read_back = || async {
+        let mut stored: HashMap<Uuid, Vec<(u64, Vec<u8>)>> = HashMap::new();
+        for id in &ids {
+            let items = store.select(*id, &Select::all()).await.expect("read back");
+            stored.insert(
+                *id,
+                items.into_iter().map(|i| (i.position, i.payload)).collect(),
+            );
+        }
+        stored
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut stored = read_back().await;
+    while ids.iter().any(|id| distinct(id) != stored[id]) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        stored = read_back().await;
+    }
+    for runner in runners {
+        runner.stop().await;
     }
     let log = log.lock().unwrap();
     let count = |t: Told| log.attempts.values().filter(|a| a.told == t).count();
@@ -439,13 +467,28 @@ where
                 },
             }
         }
-        // The follower saw exactly the stored rows, once each, in order.
-        if followed[id] != *rows {
-            let f: Vec<u64> = followed[id].iter().map(|e| e.0).collect();
+        // The runners were handed exactly the stored rows (each at least once), and each
+        // runner saw a sequence's versions in order: never one ahead of the next it lacked.
+        let followed = distinct(id);
+        if followed != *rows {
+            let f: Vec<u64> = followed.iter().map(|e| e.0).collect();
             let s: Vec<u64> = rows.iter().map(|e| e.0).collect();
             problems.push(format!(
-                "sequence {id}: follower saw versions {f:?}, the store holds {s:?} (or other payloads)"
+                "sequence {id}: the runners were handed versions {f:?}, the store holds {s:?} (or other payloads)"
             ));
+        }
+        for recorder in &recorders {
+            let seen = recorder.seen.lock().unwrap();
+            let mut top: Option<u64> = None;
+            for (version, _, _) in seen.get(id).into_iter().flatten() {
+                if top.is_some_and(|t| *version > t + 1) {
+                    problems.push(format!(
+                        "sequence {id}: a runner was handed version {version} after version {}",
+                        top.unwrap()
+                    ));
+                }
+                top = Some(top.map_or(*version, |t| t.max(*version)));
+            }
         }
     }
     for (payload, a) in &log.attempts {
@@ -460,7 +503,28 @@ where
     }
     let acknowledged = count(Told::Acknowledged);
     let unknown = count(Told::Unknown);
-    let followed_events: usize = followed.values().map(Vec::len).sum();
+    let followed_events: usize = ids.iter().map(|id| distinct(id).len()).sum();
+    let handed: usize = recorders
+        .iter()
+        .map(|r| r.seen.lock().unwrap().values().map(Vec::len).sum::<usize>())
+        .sum();
+    // Lag: from an append's acknowledgement to its first delivery.
+    let mut lags: Vec<Duration> = Vec::new();
+    for recorder in &recorders {
+        for (_, payload, at) in recorder.seen.lock().unwrap().values().flatten() {
+            if let Some(a) = log.attempts.get(payload) {
+                if a.told == Told::Acknowledged {
+                    lags.push(at.saturating_duration_since(a.at));
+                }
+            }
+        }
+    }
+    lags.sort();
+    let lag = |q: f64| {
+        lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let mut rates = Vec::new();
     let mut per_phase = Vec::new();
     for phase in &phases {
@@ -484,10 +548,13 @@ where
     }
     let resolved = store.outcome_stats();
     let summary = format!(
-        "{label}: {acknowledged} appends acknowledged, {} conflicts, {} failed, {unknown} outcome-unknown returned ({unknown_applied} found applied, {} not), {followed_events} events followed; unknown outcomes resolved inside the store: {} as applied, {} as conflicts, {} found absent and sent again; appends+conflicts per second: {}; errors: {:?}; {}",
+        "{label}: {acknowledged} appends acknowledged, {} conflicts, {} failed, {unknown} outcome-unknown returned ({unknown_applied} found applied, {} not), {followed_events} events followed ({} redelivered), follower lag p50 {:?} p99 {:?}; unknown outcomes resolved inside the store: {} as applied, {} as conflicts, {} found absent and sent again; appends+conflicts per second: {}; errors: {:?}; {}",
         count(Told::Conflict),
         count(Told::Failed),
         unknown - unknown_applied,
+        handed - followed_events,
+        lag(0.5),
+        lag(0.99),
         resolved.resolved_applied,
         resolved.resolved_conflict,
         resolved.resolved_absent,
