@@ -423,7 +423,9 @@ impl<S: ItemStore> Runner<S> {
     /// least 30 ms). The runner renews it every third of that while it runs the follower,
     /// and a runner standing by looks at least that often; so this is how long a follower
     /// stays stopped after the process running it dies. A runner stopped with
-    /// [`RunnerHandle::stop`] releases its leases at once.
+    /// [`RunnerHandle::stop`] releases its leases at once. On a feed, the same time to live
+    /// is that of each slice's lease and of the runner's announcement; a store may round it
+    /// (Cassandra's TTLs are whole seconds).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));
         self
@@ -678,7 +680,8 @@ impl RunnerHandle {
             .cloned()
     }
 
-    /// Waits until `follower` has applied everything up to notification `id`.
+    /// Waits until `follower` has applied everything up to notification `id`. (A follower
+    /// on a feed has no notification ids: wait for its effects instead.)
     ///
     /// Dropping the future stops waiting; the runner goes on.
     pub async fn wait_for(&self, follower: &str, id: u64) {

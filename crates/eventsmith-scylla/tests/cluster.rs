@@ -663,3 +663,120 @@ async fn faults_pause_a_node_longer_than_the_request_timeout() {
         "a paused node cost more than half the append throughput: {paused}/s while paused against {before}/s before"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The feed's cost and a follower's lag on the cluster
+
+/// A follower that notes when each item reached it, by payload.
+#[derive(Default)]
+struct Arrivals {
+    at: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+impl Follower<CassandraStore> for Arrivals {
+    fn name(&self) -> &str {
+        "lag"
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _: &'a CassandraStore,
+        _: u64,
+        _: &'a [eventsmith_core::Notification],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        Box::pin(async { panic!("a keyspace with a feed is followed through the feed") })
+    }
+
+    fn handle_feed<'a>(
+        &'a self,
+        _: &'a CassandraStore,
+        appends: &'a [Vec<IntegerSequencedItem>],
+    ) -> BoxFuture<'a, Result<(), FollowError>> {
+        let now = Instant::now();
+        let mut at = self.at.lock().unwrap();
+        for item in appends.iter().flatten() {
+            at.entry(item.payload.clone()).or_insert(now);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn millis(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// RF 3, QUORUM/SERIAL: single-event appends to a keyspace with a feed (64 slices) against the
+/// same appends to one without, interleaved and alternating which goes first, so that the
+/// machine's noise falls on both; and a runner on the feed (polling every 20 ms), whose lag is
+/// the time from an append's acknowledgement to its delivery. Prints the figures that
+/// RELIABILITY.md and BENCHMARKS.md quote; fails if an append is not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feed_cost_and_follower_lag() {
+    let plain_config = cluster_config(&run_keyspace("cost_plain"));
+    let mut feed_config = cluster_config(&run_keyspace("cost_feed"));
+    feed_config.feed = Some(FeedConfig::default());
+    CassandraStore::create_schema(&plain_config).await.unwrap();
+    CassandraStore::create_schema(&feed_config).await.unwrap();
+    let plain = CassandraStore::connect(plain_config).await.unwrap();
+    let with_feed = CassandraStore::connect(feed_config.clone()).await.unwrap();
+    let arrivals = Arc::new(Arrivals::default());
+    let running = Runner::new(CassandraStore::connect(feed_config).await.unwrap())
+        .follow(arrivals.clone())
+        .poll_interval(Duration::from_millis(20))
+        .start();
+    let rounds = 300;
+    let (mut ours, mut without, mut acked) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        for turn in [i % 2, 1 - i % 2] {
+            let payload = format!("cost {i} {turn}").into_bytes();
+            let item = SequencedItem {
+                sequence_id: Uuid::new_v4(),
+                position: 1,
+                topic: "cost".into(),
+                payload: payload.clone(),
+            };
+            let t = Instant::now();
+            if turn == 0 {
+                with_feed.append(vec![item]).await.unwrap();
+                ours.push(t.elapsed());
+                acked.push((payload, Instant::now()));
+            } else {
+                plain.append(vec![item]).await.unwrap();
+                without.push(t.elapsed());
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.at.lock().unwrap().len() < acked.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the runner was handed {} of {} appends within 60 s",
+            arrivals.at.lock().unwrap().len(),
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await;
+    let at = arrivals.at.lock().unwrap();
+    let mut lags: Vec<Duration> = acked
+        .iter()
+        .map(|(p, t)| at[p].saturating_duration_since(*t))
+        .collect();
+    ours.sort();
+    without.sort();
+    lags.sort();
+    let summary = format!(
+        "feed cost on the 3-node cluster (RF 3, QUORUM/SERIAL, {rounds} single-event appends each): with the feed p50 {:.2} ms p99 {:.2} ms, without p50 {:.2} ms p99 {:.2} ms, ratio p50 {:.2}x p99 {:.2}x; follower lag (20 ms poll) p50 {:.1} ms p99 {:.1} ms",
+        millis(&ours, 0.5),
+        millis(&ours, 0.99),
+        millis(&without, 0.5),
+        millis(&without, 0.99),
+        millis(&ours, 0.5) / millis(&without, 0.5),
+        millis(&ours, 0.99) / millis(&without, 0.99),
+        millis(&lags, 0.5),
+        millis(&lags, 0.99),
+    );
+    println!("{summary}");
+    eprintln!("{summary}");
+}
