@@ -508,6 +508,16 @@ fn render_cassandra(path: &Path, since: std::time::SystemTime) -> anyhow::Result
             f(&poll["p50_ms"]),
             f(&poll["max_ms"]),
         ));
+        let lag = &feed["follower_lag"];
+        if lag.is_object() {
+            out.push_str(&format!(
+                "A follower's lag (a `Runner` on all 64 slices, polling every {} ms, one append every 10 ms; acknowledgement to delivery, {} appends): {:.1} ms p50, {:.1} ms p99.\n",
+                lag["poll_ms"],
+                lag["appends"],
+                f(&lag["p50_ms"]),
+                f(&lag["p99_ms"]),
+            ));
+        }
     }
     Ok(out)
 }
