@@ -525,7 +525,8 @@ pub enum SystemError {
 /// ([`runner`](Self::runner)), or split it across processes sharing the store
 /// ([`runner_for`](Self::runner_for) in each, with the names that process runs). Either
 /// way each follower runs in one runner at a time (its lease), and a process that dies
-/// hands its followers to a runner standing by elsewhere.
+/// hands its followers to a runner standing by elsewhere; on a feed, the runners of a
+/// follower share its slices instead, and a dead one's slices move to the others.
 ///
 /// ```
 /// # use eventsmith_core::*;
