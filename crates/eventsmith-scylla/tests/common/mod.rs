@@ -41,6 +41,7 @@ pub(crate) fn keyspace() -> &'static str {
 }
 
 /// The configuration of this run's keyspace on `address`.
+#[allow(dead_code)]
 pub(crate) fn config(address: &str) -> CassandraConfig {
     let mut config = CassandraConfig::new([address], keyspace()).unwrap();
     // One node: one replica, chosen (a keyspace is never created with a default).
@@ -51,6 +52,7 @@ pub(crate) fn config(address: &str) -> CassandraConfig {
 }
 
 /// A store on this run's keyspace, created once per run; `None` when no node is configured.
+#[allow(dead_code)]
 pub(crate) async fn store() -> Option<(CassandraStore, ())> {
     static SCHEMA: OnceCell<()> = OnceCell::const_new();
     let address = address()?;
