@@ -41,6 +41,14 @@
 //!
 //! Delivery within a page is in version order per sequence; a sequence with an intent still
 //! waiting delivers nothing after it until it is settled.
+//!
+//! # Followers
+//!
+//! The store trait reads the feed a slice at a time
+//! ([`ItemStore::read_feed_page`](eventsmith_core::ItemStore::read_feed_page), a
+//! [`SlicePosition`] as text) and keeps followers' saved positions in the table
+//! `feed_tracking (follower, slice, position)`, plain writes at the configured consistency;
+//! the leases and live runners that share the slices among runners are the `lease` module's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -49,7 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventsmith_core::{
-    IdempotencyKey, IntegerSequencedItem, PriorAppend, SequencedItem, StoreError, Version,
+    FeedPage, IdempotencyKey, IntegerSequencedItem, PriorAppend, SequencedItem, StoreError, Version,
 };
 use scylla::client::session::Session;
 use scylla::response::PagingState;
@@ -109,6 +117,9 @@ pub(crate) struct Feed {
     ttl_secs: i32,
     insert_intent: PreparedStatement,
     select_intents: PreparedStatement,
+    /// A follower's saved position in a slice, read and written at the configured consistency.
+    select_position: PreparedStatement,
+    save_position: PreparedStatement,
     stats: FeedCounters,
 }
 
@@ -149,9 +160,13 @@ pub fn slice_of(sequence_id: Uuid, slices: u32) -> u32 {
 
 const SETTINGS: &str = "eventsmith";
 
-/// The feed tables (always created; empty without a feed).
-pub(crate) fn ddl(ks: &str) -> [String; 2] {
+/// The feed tables (always created; empty without a feed): the intents, the settings and
+/// the followers' saved positions.
+pub(crate) fn ddl(ks: &str) -> [String; 3] {
     [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.feed_tracking (follower text, slice int, position text, PRIMARY KEY ((follower), slice))"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.feed (slice int, bucket bigint, ts bigint, commit_id uuid, sequence_id uuid, positions list<bigint>, topics list<text>, states list<blob>, idempotency_key text, key_versions frozen<tuple<bigint, bigint>>, PRIMARY KEY ((slice, bucket), ts, commit_id)) WITH CLUSTERING ORDER BY (ts ASC, commit_id ASC) AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1}}"
         ),
@@ -288,6 +303,25 @@ pub(crate) async fn open(
     select_intents.set_consistency(config.driver_consistency());
     select_intents.set_page_size(500);
     select_intents.set_is_idempotent(true);
+    // Saved positions are plain writes: in Delivery::Idempotent mode a position is saved
+    // after the follower's effects, and one lease per slice keeps a single writer of it (one
+    // that stalled past its lease may write an older position back, which only redelivers).
+    let mut select_position = session
+        .prepare(format!(
+            "SELECT position FROM {ks}.feed_tracking WHERE follower = ? AND slice = ?"
+        ))
+        .await
+        .map_err(backend)?;
+    select_position.set_consistency(config.driver_consistency());
+    select_position.set_is_idempotent(true);
+    let mut save_position = session
+        .prepare(format!(
+            "INSERT INTO {ks}.feed_tracking (follower, slice, position) VALUES (?, ?, ?)"
+        ))
+        .await
+        .map_err(backend)?;
+    save_position.set_consistency(config.driver_consistency());
+    save_position.set_is_idempotent(true);
     Ok(Some(Feed {
         slices,
         bucket_us,
@@ -297,6 +331,8 @@ pub(crate) async fn open(
         ttl_secs: i32::try_from(timing.retention.as_secs().max(1)).unwrap_or(i32::MAX),
         insert_intent,
         select_intents,
+        select_position,
+        save_position,
         stats: FeedCounters::default(),
     }))
 }
@@ -483,7 +519,7 @@ pub struct FeedAppend {
 
 /// What one read of a slice found ([`CassandraStore::read_feed_slice`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedPage {
+pub struct SlicePage {
     /// The appends delivered, in version order per sequence.
     pub appends: Vec<FeedAppend>,
     /// The position to read the next page after.
@@ -495,7 +531,7 @@ pub struct FeedPage {
     pub waiting: usize,
 }
 
-impl FeedPage {
+impl SlicePage {
     /// The delivered items, append after append.
     pub fn items(&self) -> impl Iterator<Item = &IntegerSequencedItem> {
         self.appends.iter().flat_map(|a| a.items.iter())
@@ -506,6 +542,16 @@ enum Settled {
     Deliver,
     Void,
     Wait,
+}
+
+/// A slice number outside the feed is a [`StoreError::Config`].
+fn check_slice(feed: &Feed, slice: u32) -> Result<(), StoreError> {
+    if slice >= feed.slices {
+        return Err(StoreError::Config {
+            detail: format!("slice {slice} of a feed of {} slices", feed.slices),
+        });
+    }
+    Ok(())
 }
 
 fn no_feed() -> StoreError {
@@ -521,11 +567,6 @@ pub(crate) const NO_FEED: &str = "the keyspace was created without a feed (set C
 impl CassandraStore {
     pub(crate) fn feed(&self) -> Result<&Feed, StoreError> {
         self.inner.feed.as_ref().ok_or_else(no_feed)
-    }
-
-    /// The number of slices of the keyspace's feed; [`StoreError::Unsupported`] without one.
-    pub fn feed_slices(&self) -> Result<u32, StoreError> {
-        Ok(self.feed()?.slices)
     }
 
     /// The slice `sequence_id`'s appends are in.
@@ -663,13 +704,9 @@ impl CassandraStore {
         &self,
         after: &SlicePosition,
         limit: usize,
-    ) -> Result<FeedPage, StoreError> {
+    ) -> Result<SlicePage, StoreError> {
         let feed = self.feed()?;
-        if after.slice >= feed.slices {
-            return Err(StoreError::Config {
-                detail: format!("slice {} of a feed of {} slices", after.slice, feed.slices),
-            });
-        }
+        check_slice(feed, after.slice)?;
         let now = now_us();
         let mut position = after.clone();
         // Intents after the horizon, in (ts, commit id) order, bucket after bucket; writers
@@ -765,7 +802,7 @@ impl CassandraStore {
         feed.stats
             .voided
             .fetch_add(voided.len() as u64, Ordering::Relaxed);
-        Ok(FeedPage {
+        Ok(SlicePage {
             appends: in_version_order(delivered),
             position,
             voided,
@@ -804,6 +841,78 @@ impl CassandraStore {
             slices.push(page.position);
         }
         Ok((appends, FeedPosition { slices }))
+    }
+
+    /// [`ItemStore::read_feed_page`](eventsmith_core::ItemStore::read_feed_page):
+    /// [`read_feed_slice`](Self::read_feed_slice) from `after` (a [`SlicePosition`] as text),
+    /// or from the slice's [start](Self::feed_start) when `None`.
+    pub(crate) async fn feed_page(
+        &self,
+        slice: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<FeedPage, StoreError> {
+        let feed = self.feed()?;
+        check_slice(feed, slice)?;
+        let after = match after {
+            None => self.slice_start(feed, slice),
+            Some(text) => {
+                let position: SlicePosition = text.parse()?;
+                // A position of another slice would read that slice under this one's name.
+                if position.slice != slice {
+                    return Err(StoreError::Config {
+                        detail: format!(
+                            "{text:?} is a position in feed slice {}, not in slice {slice}",
+                            position.slice
+                        ),
+                    });
+                }
+                position
+            }
+        };
+        let page = self.read_feed_slice(&after, limit).await?;
+        Ok(FeedPage {
+            appends: page.appends.into_iter().map(|a| a.items).collect(),
+            position: page.position.to_string(),
+        })
+    }
+
+    /// [`ItemStore::feed_position`](eventsmith_core::ItemStore::feed_position).
+    pub(crate) async fn saved_feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+    ) -> Result<Option<String>, StoreError> {
+        let feed = self.feed()?;
+        check_slice(feed, slice)?;
+        let row = self
+            .inner
+            .session
+            .execute_unpaged(&feed.select_position, (follower, slice as i32))
+            .await
+            .map_err(read_error)?
+            .into_rows_result()
+            .map_err(backend)?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(backend)?;
+        Ok(row.and_then(|(position,)| position))
+    }
+
+    /// [`ItemStore::save_feed_position`](eventsmith_core::ItemStore::save_feed_position).
+    pub(crate) async fn store_feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+        position: &str,
+    ) -> Result<(), StoreError> {
+        let feed = self.feed()?;
+        check_slice(feed, slice)?;
+        self.inner
+            .session
+            .execute_unpaged(&feed.save_position, (follower, slice as i32, position))
+            .await
+            .map_err(read_error)?;
+        Ok(())
     }
 
     /// Settles one intent (step 3 of the protocol).

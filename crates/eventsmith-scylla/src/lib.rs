@@ -51,7 +51,11 @@
 //!   What it offers instead is the [feed] ([`Capabilities::feed`], opt-in per keyspace
 //!   with [`CassandraConfig::feed`]): every committed append, across aggregates, at least
 //!   once, in version order per sequence, completed by its readers when its writer died
-//!   between its two steps; one more write per append.
+//!   between its two steps; one more write per append. The store trait has what followers
+//!   on it need in [`Delivery::Idempotent`] mode: pages ([`ItemStore::read_feed_page`]),
+//!   saved positions, one lease per slice ([`ItemStore::claim_lease`], lightweight
+//!   transactions with a TTL) and announcements of live runners (docs/cassandra.md,
+//!   "Followers on the feed").
 //!
 //! # Consistency
 //!
@@ -60,6 +64,7 @@
 //! same data; give every writer of a keyspace the same configuration.
 
 pub mod feed;
+mod lease;
 mod projection;
 
 use std::collections::HashMap;
@@ -82,22 +87,22 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
-pub use feed::{FeedAppend, FeedConfig, FeedPage, FeedPosition, FeedStats, SlicePosition};
+pub use feed::{FeedAppend, FeedConfig, FeedPosition, FeedStats, SlicePage, SlicePosition};
 pub use projection::{CqlParam, CqlWrite};
 
 /// The version of the keyspace's tables this build creates and reads, stamped in its
 /// `eventsmith_schema` table by [`CassandraStore::create_schema`] and checked by
 /// [`CassandraStore::connect`]: 1 was before idempotency keys, 2 has them, 3 has the
-/// [feed]'s tables.
-pub const SCHEMA_VERSION: i32 = 3;
+/// [feed]'s tables, 4 the followers' tables (`leases`, `feed_runners`, `feed_tracking`).
+pub const SCHEMA_VERSION: i32 = 4;
 
 use eventsmith_core::backend::{
     check_append, check_batch_unique, check_version, keyed_batch, outcome, rows,
 };
 use eventsmith_core::{
-    AppendError, BoxError, Capabilities, IntegerSequencedItem, Inventory, ItemKind, ItemStore,
-    Notification, Position, Select, SequencedItem, SnapshotStore, StoreError, Support, Timestamp,
-    TimestampSequencedItem, Version,
+    AppendError, BoxError, Capabilities, Delivery, FeedPage, IntegerSequencedItem, Inventory,
+    ItemKind, ItemStore, Lease, LeaseClaim, Notification, Position, Select, SequencedItem,
+    SnapshotStore, StoreError, Support, Timestamp, TimestampSequencedItem, Version,
 };
 use eventsmith_core::{IdempotencyKey, KeyedAppend, PriorAppend};
 
@@ -505,6 +510,8 @@ struct Inner {
     counters: Counters,
     /// The keyspace's feed, if it has one: every integer append writes its intent first.
     feed: Option<feed::Feed>,
+    /// Followers' leases and live runners.
+    leases: lease::Statements,
 }
 
 /// The live counts behind [`OutcomeStats`].
@@ -784,7 +791,12 @@ impl CassandraStore {
                 .map_err(backend)?;
         }
         add_idempotency_column(&session, ks).await?;
-        for statement in feed::ddl(ks).into_iter().chain([format!(
+        // Version 4's tables (leases, runners, saved feed positions) are new tables, so
+        // creating them if missing is the whole upgrade from 3.
+        for statement in feed::ddl(ks)
+            .into_iter()
+            .chain(lease::ddl(ks))
+            .chain([format!(
             "CREATE TABLE IF NOT EXISTS {ks}.eventsmith_schema (component text PRIMARY KEY, version int)"
         )]) {
             session
@@ -867,6 +879,7 @@ impl CassandraStore {
         .await?;
         insert_snapshot.set_consistency(config.driver_consistency());
         let feed = feed::open(&session, &config).await?;
+        let leases = lease::Statements::prepare(&session, &config).await?;
         let array = |v: Vec<PreparedStatement>| -> [PreparedStatement; 2] {
             v.try_into().expect("two tables")
         };
@@ -882,6 +895,7 @@ impl CassandraStore {
                 selects: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 feed,
+                leases,
             }),
         })
     }
@@ -1561,6 +1575,142 @@ impl ItemStore for CassandraStore {
                         payload,
                     })
                     .collect())
+            }
+            .await,
+        )
+    }
+
+    /// `None` for now, with or without a feed. There is no notification log and there are
+    /// no tracking records of its kind, so no [`Delivery::Transactional`]:
+    /// [`tracking_position`](ItemStore::tracking_position) and
+    /// [`append_tracked`](ItemStore::append_tracked) are unsupported (the inherent
+    /// [`CassandraStore::tracking_position`] is the per-sequence projections'). With a feed,
+    /// the store has every method that followers in [`Delivery::Idempotent`] mode use
+    /// ([`read_feed_page`](ItemStore::read_feed_page), saved feed positions, leases,
+    /// announced runners), and will answer `Idempotent` here once followers run in it.
+    fn delivery(&self) -> Option<Delivery> {
+        // Held back on purpose: at this core, a `Runner` (and the conformance suite's
+        // follower cases) take any delivery mode for a notification log with tracking
+        // records, and fail on this store. When they tell the modes apart, this becomes
+        // `self.inner.feed.as_ref().map(|_| Delivery::Idempotent)`.
+        None
+    }
+
+    /// Claims or renews the lease named `lease.follower` (a follower on the feed names one
+    /// per slice, `follower/slice`) with one lightweight transaction on the lease's own
+    /// partition of the table `leases`, at the configured serial consistency; when another
+    /// owner holds it, its holder and remaining time are read back at SERIAL. Expiry is a
+    /// TTL, by the server's clock, in whole seconds: **`lease.ttl` is rounded up to whole
+    /// seconds, plus one** (Cassandra expires a cell at the start of a second, so a TTL of
+    /// `n` lasts between `n - 1` and `n` seconds; `n + 1` lasts at least the `ttl` asked
+    /// for): a lease holds at least `ttl` and at most about 2 s more. `Taken`'s
+    /// `expires_in` is whole seconds too, an upper bound (the lease ends within it). Works
+    /// with or without a feed.
+    ///
+    /// A transaction whose outcome is unknown (a timeout) is sent again, which renews the
+    /// lease if the first one took it; if it stays unknown the claim fails with
+    /// [`StoreError::OutcomeUnknown`] (its `commit_id` is the owner), and a lease it may have
+    /// taken expires after its TTL.
+    ///
+    /// # Cancellation
+    ///
+    /// A dropped future may still have taken the lease; it expires after its TTL.
+    #[tracing::instrument(name = "eventsmith.lease.claim", level = "debug", skip_all, fields(backend = "cassandra", follower = %lease.follower, owner = %lease.owner, outcome = tracing::field::Empty))]
+    async fn claim_lease(&self, lease: &Lease) -> Result<LeaseClaim, StoreError> {
+        outcome(self.lease_claim(lease).await)
+    }
+
+    /// Deletes the lease if `owner` holds it (`DELETE … IF owner = ?`, a lightweight
+    /// transaction at the configured serial consistency); nothing happens otherwise. An
+    /// unknown outcome is sent again, then [`StoreError::OutcomeUnknown`].
+    ///
+    /// # Cancellation
+    ///
+    /// A dropped future may still have released the lease.
+    #[tracing::instrument(name = "eventsmith.lease.release", level = "debug", skip_all, fields(backend = "cassandra", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
+    async fn release_lease(&self, follower: &str, owner: Uuid) -> Result<(), StoreError> {
+        outcome(self.lease_release(follower, owner).await)
+    }
+
+    /// The slice count of the keyspace's feed, fixed when it was created;
+    /// [`StoreError::Unsupported`] without a feed.
+    fn feed_slices(&self) -> Result<u32, StoreError> {
+        Ok(self.feed()?.slices)
+    }
+
+    /// [`read_feed_slice`](CassandraStore::read_feed_slice) with positions as text: `after`
+    /// is a [`SlicePosition`]'s `Display` (what an earlier page returned), `None` the slice's
+    /// position in [`feed_start`](CassandraStore::feed_start). A position that does not parse,
+    /// or is of another slice, and a slice beyond [`feed_slices`](ItemStore::feed_slices) are
+    /// [`StoreError::Config`]. At most `limit` intents are settled, so at most `limit`
+    /// appends delivered.
+    ///
+    /// # Cancellation
+    ///
+    /// As for [`read_feed_slice`](CassandraStore::read_feed_slice): `after` stays good, and a
+    /// helping transaction in flight may still apply, to be delivered by the next read.
+    #[tracing::instrument(name = "eventsmith.read_feed", level = "debug", skip_all, fields(backend = "cassandra", slice = slice, limit = limit, outcome = tracing::field::Empty))]
+    async fn read_feed_page(
+        &self,
+        slice: u32,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<FeedPage, StoreError> {
+        outcome(self.feed_page(slice, after, limit).await)
+    }
+
+    /// Reads the table `feed_tracking` at the configured consistency;
+    /// [`StoreError::Unsupported`] without a feed, [`StoreError::Config`] for a slice beyond it.
+    ///
+    /// # Cancellation
+    ///
+    /// A read: a dropped future leaves nothing behind.
+    #[tracing::instrument(name = "eventsmith.feed_position", level = "debug", skip_all, fields(backend = "cassandra", follower = %follower, slice = slice, outcome = tracing::field::Empty))]
+    async fn feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+    ) -> Result<Option<String>, StoreError> {
+        outcome(self.saved_feed_position(follower, slice).await)
+    }
+
+    /// A plain write to the table `feed_tracking` at the configured consistency (the last
+    /// write wins; the slice's lease keeps one writer); [`StoreError::Unsupported`] without
+    /// a feed, [`StoreError::Config`] for a slice beyond it.
+    ///
+    /// # Cancellation
+    ///
+    /// A dropped future may still have saved the position.
+    #[tracing::instrument(name = "eventsmith.save_feed_position", level = "debug", skip_all, fields(backend = "cassandra", follower = %follower, slice = slice, outcome = tracing::field::Empty))]
+    async fn save_feed_position(
+        &self,
+        follower: &str,
+        slice: u32,
+        position: &str,
+    ) -> Result<(), StoreError> {
+        outcome(self.store_feed_position(follower, slice, position).await)
+    }
+
+    /// Writes `(follower, owner)` to the table `feed_runners` with a TTL of `ttl` **rounded
+    /// up to whole seconds, plus one**, as for [`claim_lease`](ItemStore::claim_lease)
+    /// (expiry by the server's clock: the record lives at least `ttl`), then reads
+    /// the follower's partition, both at the configured consistency; the owners are sorted
+    /// by [`Uuid`]'s order. [`StoreError::Unsupported`] without a feed.
+    ///
+    /// # Cancellation
+    ///
+    /// A dropped future may still have recorded the runner; the record expires after its TTL.
+    #[tracing::instrument(name = "eventsmith.announce_runner", level = "debug", skip_all, fields(backend = "cassandra", follower = %follower, owner = %owner, outcome = tracing::field::Empty))]
+    async fn announce_runner(
+        &self,
+        follower: &str,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        outcome(
+            async {
+                self.feed()?;
+                self.runner_announce(follower, owner, ttl).await
             }
             .await,
         )
