@@ -116,6 +116,7 @@ pub(crate) struct Feed {
     help_after_us: i64,
     ttl_secs: i32,
     insert_intent: PreparedStatement,
+    delete_intent: PreparedStatement,
     select_intents: PreparedStatement,
     /// A follower's saved position in a slice, read and written at the configured consistency.
     select_position: PreparedStatement,
@@ -152,11 +153,8 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// The slice of a sequence: its id as a 128-bit number, modulo the slice count. Stable across
-/// builds and platforms.
-pub fn slice_of(sequence_id: Uuid, slices: u32) -> u32 {
-    (sequence_id.as_u128() % u128::from(slices.max(1))) as u32
-}
+/// The slice of a sequence (the core's: one rule for every store with a feed).
+pub use eventsmith_core::slice_of;
 
 const SETTINGS: &str = "eventsmith";
 
@@ -294,6 +292,14 @@ pub(crate) async fn open(
     insert_intent.set_consistency(config.driver_consistency());
     // A plain insert of fixed values: sending it twice writes the same row.
     insert_intent.set_is_idempotent(true);
+    let mut delete_intent = session
+        .prepare(format!(
+            "DELETE FROM {ks}.feed WHERE slice = ? AND bucket = ? AND ts = ? AND commit_id = ?"
+        ))
+        .await
+        .map_err(backend)?;
+    delete_intent.set_consistency(config.driver_consistency());
+    delete_intent.set_is_idempotent(true);
     let mut select_intents = session
         .prepare(format!(
             "SELECT ts, commit_id, sequence_id, positions, topics, states, idempotency_key, key_versions FROM {ks}.feed WHERE slice = ? AND bucket = ? AND ts > ?"
@@ -330,6 +336,7 @@ pub(crate) async fn open(
         help_after_us: micros(timing.help_after),
         ttl_secs: i32::try_from(timing.retention.as_secs().max(1)).unwrap_or(i32::MAX),
         insert_intent,
+        delete_intent,
         select_intents,
         select_position,
         save_position,
@@ -395,6 +402,14 @@ fn intent_of(row: IntentRow) -> Result<Intent, StoreError> {
         states,
         key,
     })
+}
+
+/// Where an intent is stored: its partition and timestamp (with its commit id, its key).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntentAt {
+    slice: i32,
+    bucket: i64,
+    ts: i64,
 }
 
 /// Where a reader of one slice is: every intent at or before the horizon is settled, and so
@@ -629,9 +644,14 @@ impl CassandraStore {
         commit_id: Uuid,
         values: &[(Uuid, i64, String, Vec<u8>, Uuid)],
         key: Option<(&IdempotencyKey, &PriorAppend)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<IntentAt, StoreError> {
         let sequence_id = values[0].0;
         let ts = now_us();
+        let at = IntentAt {
+            slice: slice_of(sequence_id, feed.slices) as i32,
+            bucket: ts.div_euclid(feed.bucket_us),
+            ts,
+        };
         let row = (
             slice_of(sequence_id, feed.slices) as i32,
             ts.div_euclid(feed.bucket_us),
@@ -685,7 +705,23 @@ impl CassandraStore {
                 .into(),
             });
         }
-        Ok(())
+        Ok(at)
+    }
+
+    /// Deletes the intent of an append whose transaction was refused because its key was
+    /// stored before (a replay): its positions are still free, so a reader would wait
+    /// [`help_after`](FeedConfig::help_after) for it, then help and void it, while the
+    /// sequence's later intents wait behind it. Refused for good, it can never apply, so
+    /// deleting it loses nothing; a failed delete only leaves it to be voided that way.
+    pub(crate) async fn delete_intent(&self, feed: &Feed, at: IntentAt, commit_id: Uuid) {
+        if let Err(e) = self
+            .inner
+            .session
+            .execute_unpaged(&feed.delete_intent, (at.slice, at.bucket, at.ts, commit_id))
+            .await
+        {
+            tracing::debug!(%commit_id, error = %e, "cannot delete a refused append's feed intent; a reader voids it");
+        }
     }
 
     /// Reads one slice of the feed after `after`: settles at most `limit` intents not settled

@@ -1073,12 +1073,14 @@ impl CassandraStore {
         };
         // With a feed, the intent first (see the feed module): if it cannot be written, the
         // append fails before anything of it is committed.
-        let intent = if let (Table::Integer, Some(feed)) = (table, &self.inner.feed) {
-            self.write_intent(feed, commit_id, &values, key).await?;
-            true
-        } else {
-            false
+        let written = match (table, &self.inner.feed) {
+            (Table::Integer, Some(feed)) => Some((
+                feed,
+                self.write_intent(feed, commit_id, &values, key).await?,
+            )),
+            _ => None,
         };
+        let intent = written.is_some();
         // A transaction that failed for sure, after an intent: a feed reader may still send
         // it (it cannot tell a dead writer from a failed one), so the outcome is unknown.
         let definite = |e: StoreError| -> AppendError {
@@ -1094,6 +1096,7 @@ impl CassandraStore {
                 e.into()
             }
         };
+        let outcome = async {
         let mut sent = self.send_lwt(table, &values, key).await;
         for attempt in 0..self.inner.config.resolve_attempts {
             if attempt > 0 {
@@ -1160,6 +1163,14 @@ impl CassandraStore {
                 Err(StoreError::OutcomeUnknown { commit_id, source }.into())
             }
         }
+        }
+        .await;
+        // A replay refused by its key: its intent can never apply, and would hold the
+        // sequence's later intents back until a reader voided it.
+        if let (Ok(Some(_)), Some((feed, at))) = (&outcome, written) {
+            self.delete_intent(feed, at, commit_id).await;
+        }
+        outcome
     }
 
     async fn send_lwt(
@@ -1580,20 +1591,31 @@ impl ItemStore for CassandraStore {
         )
     }
 
-    /// `None` for now, with or without a feed. There is no notification log and there are
-    /// no tracking records of its kind, so no [`Delivery::Transactional`]:
+    /// [`Delivery::Idempotent`] on a keyspace with a feed (followers run on the feed:
+    /// [`read_feed_page`](ItemStore::read_feed_page), saved feed positions, a lease per
+    /// slice, announced runners), `None` without one. Never
+    /// [`Delivery::Transactional`]: there is no notification log, and
     /// [`tracking_position`](ItemStore::tracking_position) and
     /// [`append_tracked`](ItemStore::append_tracked) are unsupported (the inherent
-    /// [`CassandraStore::tracking_position`] is the per-sequence projections'). With a feed,
-    /// the store has every method that followers in [`Delivery::Idempotent`] mode use
-    /// ([`read_feed_page`](ItemStore::read_feed_page), saved feed positions, leases,
-    /// announced runners), and will answer `Idempotent` here once followers run in it.
+    /// [`CassandraStore::tracking_position`] is the per-sequence projections').
     fn delivery(&self) -> Option<Delivery> {
-        // Held back on purpose: at this core, a `Runner` (and the conformance suite's
-        // follower cases) take any delivery mode for a notification log with tracking
-        // records, and fail on this store. When they tell the modes apart, this becomes
-        // `self.inner.feed.as_ref().map(|_| Delivery::Idempotent)`.
-        None
+        self.inner.feed.as_ref().map(|_| Delivery::Idempotent)
+    }
+
+    /// A position a window behind the store's clock (see [`feed_now`](Self::feed_now)): an
+    /// append committed after this call is read after it, and so may a few before it.
+    ///
+    /// # Cancellation
+    ///
+    /// Nothing is read or written: the future completes at its first poll.
+    async fn feed_head(&self, slice: u32) -> Result<String, StoreError> {
+        let slices = self.feed()?.slices;
+        if slice >= slices {
+            return Err(StoreError::Config {
+                detail: format!("slice {slice} of a feed of {slices} slices"),
+            });
+        }
+        Ok(self.feed_now()?.slices()[slice as usize].to_string())
     }
 
     /// Claims or renews the lease named `lease.follower` (a follower on the feed names one

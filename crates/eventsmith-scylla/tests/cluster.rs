@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use eventsmith_core::{
-    AppendError, BoxFuture, FollowError, Follower, IntegerSequencedItem, ItemStore, Runner,
-    Select, SequencedItem, StoreError,
+    AppendError, BoxFuture, FollowError, Follower, IntegerSequencedItem, ItemStore, Runner, Select,
+    SequencedItem, StoreError,
 };
 use eventsmith_scylla::{
     CassandraConfig, CassandraStore, Consistency, FeedConfig, Replication, SerialConsistency,
@@ -366,7 +366,10 @@ where
     let store = CassandraStore::connect(config.clone()).await.unwrap();
     // Two runners of the follower share the feed's slices, each with its own session, as
     // two processes would.
-    let recorders = [Arc::new(FeedRecorder::default()), Arc::new(FeedRecorder::default())];
+    let recorders = [
+        Arc::new(FeedRecorder::default()),
+        Arc::new(FeedRecorder::default()),
+    ];
     let mut runners = Vec::new();
     for recorder in &recorders {
         let session = CassandraStore::connect(config.clone()).await.unwrap();

@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsmith_core::{
-    AppendError, Application, Delivery, IntegerSequencedItem, ItemStore, Process, Runner,
-    RunnerHandle, Select, StoreError, Support, catch_up,
+    Aggregate, AppendError, Application, BoxError, BoxFuture, Delivery, Envelope, Event,
+    IntegerSequencedItem, ItemStore, Policy, Process, Runner, RunnerHandle, Select, StoreError,
+    Support, Unit, catch_up,
 };
 use eventsmith_mapper::EventMapper;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::application::{Marked, Tally, TallyEvent};
 use crate::cases::item;
-use crate::follow::{Mirror, Recorder, write};
+use crate::follow::{Recorder, write};
 
 /// How long the suite waits for an append to appear in a feed.
 pub const DELAY: Duration = Duration::from_secs(30);
@@ -294,6 +296,60 @@ pub async fn feed_runner_delivers_every_append<S: ItemStore>(store: S) {
     );
 }
 
+/// The upstream event of the feed's process case, of a topic no other case writes (a feed
+/// shared with other tests holds their events too, some encrypted with keys this case does
+/// not have).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Pinged {
+    /// Which ping.
+    pub n: u64,
+}
+impl Event for Pinged {
+    const TOPIC: &'static str = "testkit.feed.Pinged";
+}
+eventsmith_core::domain_events! {
+    /// The events of [`Pings`].
+    pub enum PingEvent { Pinged(Pinged) }
+}
+
+/// The upstream aggregate of the feed's process case.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+pub struct Pings {
+    /// How many pings it has sent.
+    pub sent: u64,
+}
+impl Aggregate for Pings {
+    type Event = PingEvent;
+    fn apply(&mut self, _: &PingEvent) {
+        self.sent += 1;
+    }
+}
+
+/// Mirrors each ping of the case's upstream aggregates as a mark on the mirror tally.
+struct PingMirror {
+    upstream: HashSet<Uuid>,
+    mirror: Uuid,
+}
+
+impl<S: ItemStore> Policy<PingEvent, Tally, S> for PingMirror {
+    fn react<'a>(
+        &'a self,
+        event: &'a Envelope<PingEvent>,
+        unit: &'a mut Unit<Tally, S>,
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            if !self.upstream.contains(&event.originator_id) {
+                return Ok(());
+            }
+            let PingEvent::Pinged(p) = &event.event;
+            let n = p.n;
+            unit.execute(self.mirror, |_| Ok::<_, String>([Marked { n }]))
+                .await?;
+            Ok(())
+        })
+    }
+}
+
 /// A process application on a feed mirrors upstream events onto its own aggregate while two
 /// runners share the slices; then the whole feed is delivered again from the start (as after
 /// a crash that lost every saved position): each upstream event is still mirrored exactly
@@ -302,22 +358,30 @@ pub async fn process_on_a_feed_applies_each_event_once<S: ItemStore>(store: S) {
     if !on_feed(&store, "process_on_a_feed_applies_each_event_once") {
         return;
     }
-    let mapper = || EventMapper::<TallyEvent>::builder().build().unwrap();
-    let app = Application::<Tally, _>::builder(store.clone(), mapper()).build();
+    let pings = Application::<Pings, _>::builder(
+        store.clone(),
+        EventMapper::<PingEvent>::builder().build().unwrap(),
+    )
+    .build();
+    let app = Application::<Tally, _>::builder(
+        store.clone(),
+        EventMapper::<TallyEvent>::builder().build().unwrap(),
+    )
+    .build();
     let upstream: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     let mirror = Uuid::new_v4();
     let name = format!("feed-mirror-{}", Uuid::new_v4());
     let process = || {
         Process::new(
             &name,
-            mapper(),
+            EventMapper::<PingEvent>::builder().build().unwrap(),
             app.clone(),
-            Mirror {
+            PingMirror {
                 upstream: upstream.iter().copied().collect(),
                 mirror,
             },
         )
-        .topics(&["testkit.Marked"])
+        .topics(&[Pinged::TOPIC])
     };
     let heads = start_at_head(&store, &name).await;
     let start = || {
@@ -331,7 +395,8 @@ pub async fn process_on_a_feed_applies_each_event_once<S: ItemStore>(store: S) {
     let (a, b) = (start(), start());
     for n in 0..40u64 {
         let id = upstream[n as usize % upstream.len()];
-        app.command(id, move |_| Ok::<_, String>([Marked { n }]))
+        pings
+            .command(id, move |_| Ok::<_, String>([Pinged { n }]))
             .await
             .unwrap();
     }

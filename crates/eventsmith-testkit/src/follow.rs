@@ -394,9 +394,9 @@ pub async fn one_runner_runs_a_follower_at_a_time<S: ItemStore>(store: S) {
 }
 
 /// Mirrors every mark made on the upstream tallies of one test onto one mirror tally.
-pub(crate) struct Mirror {
-    pub(crate) upstream: HashSet<Uuid>,
-    pub(crate) mirror: Uuid,
+struct Mirror {
+    upstream: HashSet<Uuid>,
+    mirror: Uuid,
 }
 
 impl<S: ItemStore> Policy<TallyEvent, Tally, S> for Mirror {
