@@ -13,9 +13,7 @@
 use std::time::{Duration, Instant};
 
 use eventsmith_benches::{BenchEvent, credit, size};
-use eventsmith_core::{
-    BoxFuture, Envelope, FollowError, Follower, ItemStore, Mapper, Runner, Select,
-};
+use eventsmith_core::{Envelope, ItemStore, Mapper, Runner, Select};
 use eventsmith_mapper::{CodecId, EventMapper};
 use eventsmith_scylla::{CassandraConfig, CassandraStore};
 use uuid::Uuid;
@@ -421,49 +419,15 @@ async fn feed(
     serde_json::Value::Object(report)
 }
 
-/// Notes when each item reached it, by payload.
-#[derive(Default)]
-struct Arrivals {
-    at: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Instant>>,
-}
-
-impl Follower<CassandraStore> for Arrivals {
-    fn name(&self) -> &str {
-        "bench-lag"
-    }
-
-    fn handle<'a>(
-        &'a self,
-        _: &'a CassandraStore,
-        _: u64,
-        _: &'a [eventsmith_core::Notification],
-    ) -> BoxFuture<'a, Result<(), FollowError>> {
-        Box::pin(async { unreachable!("a keyspace with a feed is followed through the feed") })
-    }
-
-    fn handle_feed<'a>(
-        &'a self,
-        _: &'a CassandraStore,
-        appends: &'a [Vec<eventsmith_core::IntegerSequencedItem>],
-    ) -> BoxFuture<'a, Result<(), FollowError>> {
-        let now = Instant::now();
-        let mut at = self.at.lock().unwrap();
-        for item in appends.iter().flatten() {
-            at.entry(item.payload.clone()).or_insert(now);
-        }
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// A follower's lag on the feed: a `Runner` (polling every 20 ms, all 64 slices, started at
 /// the feed's head) while appends are made one every 10 ms; the time from each append's
 /// acknowledgement to its delivery.
 async fn lag(store: &CassandraStore, mapper: &EventMapper<BenchEvent>) -> serde_json::Value {
-    let arrivals = std::sync::Arc::new(Arrivals::default());
-    let name = arrivals.name().to_owned();
+    let name = "bench-lag";
+    let arrivals = eventsmith_testkit::follow::Recorder::new(name, "bench.Credited");
     for slice in 0..store.feed_slices().unwrap() {
         let head = store.feed_head(slice).await.unwrap();
-        store.save_feed_position(&name, slice, &head).await.unwrap();
+        store.save_feed_position(name, slice, &head).await.unwrap();
     }
     let running = Runner::new(store.clone())
         .follow(arrivals.clone())
@@ -478,12 +442,19 @@ async fn lag(store: &CassandraStore, mapper: &EventMapper<BenchEvent>) -> serde_
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while arrivals.at.lock().unwrap().len() < acked.len() {
+    let first_arrivals = || {
+        let mut first = std::collections::HashMap::new();
+        for (item, at) in arrivals.arrivals() {
+            first.entry(item.payload).or_insert(at);
+        }
+        first
+    };
+    while first_arrivals().len() < acked.len() {
         assert!(Instant::now() < deadline, "the follower fell behind");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     running.stop().await;
-    let at = arrivals.at.lock().unwrap();
+    let at = first_arrivals();
     let mut lags: Vec<Duration> = acked
         .iter()
         .map(|(p, t)| at[p].saturating_duration_since(*t))

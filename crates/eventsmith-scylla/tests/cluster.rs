@@ -27,14 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use eventsmith_core::{
-    AppendError, BoxFuture, FollowError, Follower, IntegerSequencedItem, ItemStore, Runner, Select,
-    SequencedItem, StoreError,
-};
+use eventsmith_core::{AppendError, ItemStore, Runner, Select, SequencedItem, StoreError};
 use eventsmith_scylla::{
     CassandraConfig, CassandraStore, Consistency, FeedConfig, Replication, SerialConsistency,
     SpeculativeExecution,
 };
+use eventsmith_testkit::follow::Recorder;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -305,45 +303,14 @@ async fn writer(
     }
 }
 
-/// What the follower saw, per sequence, in the order it saw it, with when.
-type Followed = HashMap<Uuid, Vec<(u64, Vec<u8>, Instant)>>;
-
-/// A follower on the feed that records every item it is handed.
-#[derive(Default)]
-struct FeedRecorder {
-    seen: Mutex<Followed>,
-}
-
-impl Follower<CassandraStore> for FeedRecorder {
-    fn name(&self) -> &str {
-        "fault-follower"
-    }
-
-    fn handle<'a>(
-        &'a self,
-        _: &'a CassandraStore,
-        _: u64,
-        _: &'a [eventsmith_core::Notification],
-    ) -> BoxFuture<'a, Result<(), FollowError>> {
-        Box::pin(async { panic!("a keyspace with a feed is followed through the feed") })
-    }
-
-    fn handle_feed<'a>(
-        &'a self,
-        _: &'a CassandraStore,
-        appends: &'a [Vec<IntegerSequencedItem>],
-    ) -> BoxFuture<'a, Result<(), FollowError>> {
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap();
-        for item in appends.iter().flatten() {
-            seen.entry(item.sequence_id).or_default().push((
-                item.position,
-                item.payload.clone(),
-                now,
-            ));
-        }
-        Box::pin(async { Ok(()) })
-    }
+/// What a recorder was handed of sequence `id`: (version, payload, when), in the order handed.
+fn seen(recorder: &Recorder, id: &Uuid) -> Vec<(u64, Vec<u8>, Instant)> {
+    recorder
+        .arrivals()
+        .into_iter()
+        .filter(|(item, _)| item.sequence_id == *id)
+        .map(|(item, at)| (item.position, item.payload, at))
+        .collect()
 }
 
 /// The whole fault run: writers and a follower around `fault`, then the checks. Returns the
@@ -367,8 +334,8 @@ where
     // Two runners of the follower share the feed's slices, each with its own session, as
     // two processes would.
     let recorders = [
-        Arc::new(FeedRecorder::default()),
-        Arc::new(FeedRecorder::default()),
+        Recorder::new("fault-follower", "fault"),
+        Recorder::new("fault-follower", "fault"),
     ];
     let mut runners = Vec::new();
     for recorder in &recorders {
@@ -409,7 +376,7 @@ where
     let distinct = |id: &Uuid| -> Vec<(u64, Vec<u8>)> {
         let mut all: Vec<(u64, Vec<u8>)> = recorders
             .iter()
-            .flat_map(|r| r.seen.lock().unwrap().get(id).cloned().unwrap_or_default())
+            .flat_map(|r| seen(r, id))
             .map(|(v, p, _)| (v, p))
             .collect();
         all.sort();
@@ -481,9 +448,8 @@ where
             ));
         }
         for recorder in &recorders {
-            let seen = recorder.seen.lock().unwrap();
             let mut top: Option<u64> = None;
-            for (version, _, _) in seen.get(id).into_iter().flatten() {
+            for (version, _, _) in &seen(recorder, id) {
                 if top.is_some_and(|t| *version > t + 1) {
                     problems.push(format!(
                         "sequence {id}: a runner was handed version {version} after version {}",
@@ -507,15 +473,12 @@ where
     let acknowledged = count(Told::Acknowledged);
     let unknown = count(Told::Unknown);
     let followed_events: usize = ids.iter().map(|id| distinct(id).len()).sum();
-    let handed: usize = recorders
-        .iter()
-        .map(|r| r.seen.lock().unwrap().values().map(Vec::len).sum::<usize>())
-        .sum();
+    let handed: usize = recorders.iter().map(|r| r.arrivals().len()).sum();
     // Lag: from an append's acknowledgement to its first delivery.
     let mut lags: Vec<Duration> = Vec::new();
     for recorder in &recorders {
-        for (_, payload, at) in recorder.seen.lock().unwrap().values().flatten() {
-            if let Some(a) = log.attempts.get(payload) {
+        for (item, at) in recorder.arrivals() {
+            if let Some(a) = log.attempts.get(&item.payload) {
                 if a.told == Told::Acknowledged {
                     lags.push(at.saturating_duration_since(a.at));
                 }
@@ -670,40 +633,6 @@ async fn faults_pause_a_node_longer_than_the_request_timeout() {
 // ---------------------------------------------------------------------------------------------
 // The feed's cost and a follower's lag on the cluster
 
-/// A follower that notes when each item reached it, by payload.
-#[derive(Default)]
-struct Arrivals {
-    at: Mutex<HashMap<Vec<u8>, Instant>>,
-}
-
-impl Follower<CassandraStore> for Arrivals {
-    fn name(&self) -> &str {
-        "lag"
-    }
-
-    fn handle<'a>(
-        &'a self,
-        _: &'a CassandraStore,
-        _: u64,
-        _: &'a [eventsmith_core::Notification],
-    ) -> BoxFuture<'a, Result<(), FollowError>> {
-        Box::pin(async { panic!("a keyspace with a feed is followed through the feed") })
-    }
-
-    fn handle_feed<'a>(
-        &'a self,
-        _: &'a CassandraStore,
-        appends: &'a [Vec<IntegerSequencedItem>],
-    ) -> BoxFuture<'a, Result<(), FollowError>> {
-        let now = Instant::now();
-        let mut at = self.at.lock().unwrap();
-        for item in appends.iter().flatten() {
-            at.entry(item.payload.clone()).or_insert(now);
-        }
-        Box::pin(async { Ok(()) })
-    }
-}
-
 fn millis(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -723,7 +652,7 @@ async fn feed_cost_and_follower_lag() {
     CassandraStore::create_schema(&feed_config).await.unwrap();
     let plain = CassandraStore::connect(plain_config).await.unwrap();
     let with_feed = CassandraStore::connect(feed_config.clone()).await.unwrap();
-    let arrivals = Arc::new(Arrivals::default());
+    let arrivals = Recorder::new("lag", "cost");
     let running = Runner::new(CassandraStore::connect(feed_config).await.unwrap())
         .follow(arrivals.clone())
         .poll_interval(Duration::from_millis(20))
@@ -751,17 +680,24 @@ async fn feed_cost_and_follower_lag() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while arrivals.at.lock().unwrap().len() < acked.len() {
+    let first_arrivals = || -> HashMap<Vec<u8>, Instant> {
+        let mut first = HashMap::new();
+        for (item, at) in arrivals.arrivals() {
+            first.entry(item.payload).or_insert(at);
+        }
+        first
+    };
+    while first_arrivals().len() < acked.len() {
         assert!(
             Instant::now() < deadline,
             "the runner was handed {} of {} appends within 60 s",
-            arrivals.at.lock().unwrap().len(),
+            first_arrivals().len(),
             acked.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     running.stop().await;
-    let at = arrivals.at.lock().unwrap();
+    let at = first_arrivals();
     let mut lags: Vec<Duration> = acked
         .iter()
         .map(|(p, t)| at[p].saturating_duration_since(*t))

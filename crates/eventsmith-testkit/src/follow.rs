@@ -24,8 +24,8 @@ pub struct Recorder {
     name: String,
     topics: Vec<String>,
     pages: Mutex<Vec<Vec<Notification>>>,
-    /// What it was handed from a feed, of its topics, in the order handed.
-    feed: Mutex<Vec<IntegerSequencedItem>>,
+    /// What it was handed from a feed, of its topics, in the order handed, with when.
+    feed: Mutex<Vec<(IntegerSequencedItem, std::time::Instant)>>,
 }
 
 impl Recorder {
@@ -42,6 +42,12 @@ impl Recorder {
     /// Every item of its topic a feed handed it, in the order handed (a redelivered item
     /// appears again).
     pub fn delivered(&self) -> Vec<IntegerSequencedItem> {
+        self.arrivals().into_iter().map(|(item, _)| item).collect()
+    }
+
+    /// [`delivered`](Self::delivered), each item with when it was handed over: for a
+    /// follower's lag.
+    pub fn arrivals(&self) -> Vec<(IntegerSequencedItem, std::time::Instant)> {
         self.feed.lock().unwrap().clone()
     }
 
@@ -90,11 +96,12 @@ impl<S: ItemStore> Follower<S> for Recorder {
         _: &'a S,
         appends: &'a [Vec<IntegerSequencedItem>],
     ) -> BoxFuture<'a, Result<(), FollowError>> {
+        let now = std::time::Instant::now();
         let ours = appends
             .iter()
             .flatten()
             .filter(|i| self.topics.contains(&i.topic))
-            .cloned();
+            .map(|i| (i.clone(), now));
         self.feed.lock().unwrap().extend(ours);
         Box::pin(async { Ok(()) })
     }
