@@ -87,7 +87,7 @@ pub(crate) fn cluster(root: &Path, args: &[String]) -> anyhow::Result<()> {
 /// (crates/eventsmith-scylla/tests/cluster.rs) on the cluster that `EVENTSMITH_CASSANDRA_CLUSTER`
 /// names, or on one started for the run and stopped after. The conformance suite runs first,
 /// its cases in parallel; then the fault tests, one at a time (they kill and pause nodes, and
-/// measure throughput). Without Java 17 and Maven this fails: it is never a silent skip.
+/// measure throughput); then the measurements (the feed's cost, a follower's lag). Without Java 17 and Maven this fails: it is never a silent skip.
 pub(crate) fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let (contact, started) = match std::env::var(CLUSTER_ENV) {
         Ok(contact) if !contact.is_empty() => {
@@ -114,7 +114,8 @@ pub(crate) fn test(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         run(&mut cmd)
     };
     let result = cargo_test("conformance::", &[])
-        .and_then(|()| cargo_test("faults_", &["--test-threads=1", "--nocapture"]));
+        .and_then(|()| cargo_test("faults_", &["--test-threads=1", "--nocapture"]))
+        .and_then(|()| cargo_test("measure_", &["--test-threads=1", "--nocapture"]));
     eprintln!(
         "xtask: cluster tests took {:.0} s",
         t0.elapsed().as_secs_f64()

@@ -48,6 +48,37 @@ SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id)
     )
 }
 
+/// Several plain appends of one group in one statement (`$5` numbers each row's append):
+/// each append is inserted unless one of its items exists, and the answer is one row per
+/// append, `(append, min id, max id, count, conflict sequence, conflict position)`. One
+/// statement instead of one per append saves the server a statement's overhead per append,
+/// which is most of a small append's cost under the lock. The appends' items must not
+/// overlap each other (the writer defers an append that overlaps an earlier one of its group
+/// to the next group): one statement does not see its own inserts, so overlapping items would
+/// fail the whole statement on the unique key.
+fn insert_many_sql() -> String {
+    "WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::int[])
+        WITH ORDINALITY AS b (sequence_id, position, topic, payload, append, ord)
+), conflict AS (
+    SELECT DISTINCT ON (b.append) b.append, b.sequence_id, b.position FROM batch b
+    JOIN integer_items i ON i.sequence_id = b.sequence_id AND i.position = b.position
+    ORDER BY b.append, b.ord
+), inserted AS (
+    INSERT INTO integer_items (sequence_id, position, topic, payload)
+    SELECT sequence_id, position, topic, payload FROM batch b
+    WHERE NOT EXISTS (SELECT 1 FROM conflict c WHERE c.append = b.append) ORDER BY ord
+    RETURNING notification_id, sequence_id, position
+)
+SELECT b.append, min(i.notification_id), max(i.notification_id), count(*), NULL::uuid,
+    NULL::bigint
+FROM inserted i JOIN batch b ON b.sequence_id = i.sequence_id AND b.position = i.position
+GROUP BY b.append
+UNION ALL
+SELECT append, NULL, NULL, 0, sequence_id, position FROM conflict"
+        .to_owned()
+}
+
 /// A keyed append: as [`insert_sql`], unless the key is stored for the sequence, and the
 /// key is inserted with the items.
 fn insert_keyed_sql() -> String {
@@ -153,6 +184,120 @@ impl Counters {
     }
 }
 
+/// What one append's statement answered.
+#[derive(Debug, Default)]
+struct Answer {
+    /// The notification ids its items took, and how many rows were inserted.
+    min: Option<i64>,
+    max: Option<i64>,
+    count: i64,
+    /// The first of its items found stored.
+    conflict: Option<(Uuid, i64)>,
+    /// The versions its key recorded, when the key was stored already.
+    prior: Option<(i64, i64)>,
+    /// Where the follower's record was found, when it had moved.
+    moved: Option<i64>,
+}
+
+impl Answer {
+    /// From the row of [`insert_sql`], [`insert_keyed_sql`] or [`insert_tracked_sql`].
+    fn of_row(row: &Row, tracked: bool) -> Answer {
+        let pair = |a: Option<i64>, b: Option<i64>| a.zip(b);
+        Answer {
+            min: row.get(0),
+            max: row.get(1),
+            count: row.get(2),
+            conflict: row.get::<_, Option<Uuid>>(3).zip(row.get::<_, Option<i64>>(4)),
+            prior: pair(row.get(5), row.get(6)),
+            moved: if tracked { row.get(7) } else { None },
+        }
+    }
+}
+
+/// The plain appends of a group that run as one [`insert_many_sql`] statement: their
+/// columns, each row tagged with its append's index in the group.
+struct Many {
+    jobs: Vec<usize>,
+    ids: Vec<Uuid>,
+    positions: Vec<i64>,
+    topics: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    appends: Vec<i32>,
+}
+
+impl Many {
+    /// The group's plain appends, when there are at least two of them.
+    fn of(group: &[Job]) -> Option<Many> {
+        let jobs: Vec<usize> = (0..group.len()).filter(|&i| is_plain(&group[i])).collect();
+        if jobs.len() < 2 {
+            return None;
+        }
+        let n = jobs.iter().map(|&i| group[i].items.len()).sum();
+        let mut many = Many {
+            jobs: Vec::new(),
+            ids: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            topics: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            appends: Vec::with_capacity(n),
+        };
+        for &i in &jobs {
+            for item in &group[i].items {
+                many.ids.push(item.sequence_id);
+                many.positions.push(item.position as i64);
+                many.topics.push(item.topic.clone());
+                many.payloads.push(item.payload.clone());
+                // A group holds at most `max_group` appends, far below i32::MAX.
+                many.appends.push(i as i32);
+            }
+        }
+        many.jobs = jobs;
+        Some(many)
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.ids,
+            &self.positions,
+            &self.topics,
+            &self.payloads,
+            &self.appends,
+        ]
+    }
+}
+
+/// An append with items and neither a key nor a tracking move.
+fn is_plain(job: &Job) -> bool {
+    job.key.is_none() && job.tracking.is_none() && !job.items.is_empty()
+}
+
+/// Splits off the appends of `group` that [`insert_many_sql`] cannot take together with an
+/// earlier plain append of the group: those writing an item an earlier one writes (the
+/// second of two racing commands on one aggregate). They go to the next group, where the
+/// first one's items are stored and they get their conflict as usual.
+fn defer_overlapping(group: &mut Vec<Job>) -> Vec<Job> {
+    let mut taken = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(group.len());
+    let mut deferred = Vec::new();
+    for job in group.drain(..) {
+        if is_plain(&job) {
+            let keys: Vec<(Uuid, u64)> = job
+                .items
+                .iter()
+                .map(|i| (i.sequence_id, i.position))
+                .collect();
+            if keys.iter().any(|k| taken.contains(k)) {
+                deferred.push(job);
+                continue;
+            }
+            taken.extend(keys);
+        }
+        kept.push(job);
+    }
+    *group = kept;
+    deferred
+}
+
 /// A batch's columns, owned while its statement runs.
 struct Columns {
     ids: Vec<Uuid>,
@@ -239,8 +384,16 @@ pub(crate) async fn run(
     // How many appends the last group answered: the callers that were waiting then are
     // likely to be back with their next append within a few scheduler turns.
     let mut last_group = 0;
-    while let Some(first) = queue.recv().await {
-        let mut group = vec![first];
+    // Appends deferred from the last group (see `defer_overlapping`): the next group's first.
+    let mut deferred: Vec<Job> = Vec::new();
+    loop {
+        let mut group = std::mem::take(&mut deferred);
+        if group.is_empty() {
+            match queue.recv().await {
+                Some(first) => group.push(first),
+                None => break,
+            }
+        }
         let mut turns = 0;
         while group.len() < max_group {
             match queue.try_recv() {
@@ -256,7 +409,8 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        last_group = group.len();
+        deferred = defer_overlapping(&mut group);
+        last_group = group.len() + deferred.len();
         // A caller that dropped its future no longer waits, but its append is committed all
         // the same (it may have been sent already): the store documents this.
         writer.commit_group(group).await;
@@ -265,8 +419,8 @@ pub(crate) async fn run(
 
 /// How a group's transaction ended.
 enum GroupEnd {
-    /// Committed: one result row per job.
-    Committed(Vec<Row>),
+    /// Committed: one answer per job.
+    Committed(Vec<Answer>),
     /// Rolled back by a server error: nothing was written.
     Failed {
         /// Which job's statement failed, if one did (else BEGIN or the lock).
@@ -325,9 +479,9 @@ impl Writer {
             }
         };
         match end {
-            GroupEnd::Committed(rows) => {
-                for (job, row) in group.into_iter().zip(rows) {
-                    let result = read_result(&job, &row, &self.address);
+            GroupEnd::Committed(answers) => {
+                for (job, answer) in group.into_iter().zip(answers) {
+                    let result = read_result(&job, &answer, &self.address);
                     let _ = job.reply.send(result);
                 }
             }
@@ -391,6 +545,7 @@ impl Writer {
                 conn.prepare("BEGIN").await?,
                 conn.prepare(LOCK).await?,
                 conn.prepare(&insert_sql()).await?,
+                conn.prepare(&insert_many_sql()).await?,
                 conn.prepare(&insert_keyed_sql()).await?,
                 conn.prepare(&insert_tracked_sql()).await?,
                 conn.prepare(NOTIFY).await?,
@@ -398,28 +553,50 @@ impl Writer {
             ))
         }
         .await;
-        let (begin, lock, insert, insert_keyed, insert_tracked, notify, commit) = match prepared {
-            Ok(statements) => statements,
-            Err(e) if is_connection_lost(&e) => {
-                self.conn = None;
-                return Err(from_pg(e, &address));
-            }
-            Err(e) => return Err(from_pg(e, &address)),
-        };
-        counters.transactions.fetch_add(1, Ordering::Relaxed);
-        let columns: Vec<Columns> = group.iter().map(Columns::of).collect();
-        let params: Vec<Vec<&(dyn ToSql + Sync)>> = columns.iter().map(Columns::params).collect();
-        let client = &conn.client;
-        let statements = group.iter().zip(&params).map(|(job, params)| {
-            let statement = if job.key.is_some() {
-                &insert_keyed
-            } else if job.tracking.is_some() {
-                &insert_tracked
-            } else {
-                &insert
+        let (begin, lock, insert, insert_many, insert_keyed, insert_tracked, notify, commit) =
+            match prepared {
+                Ok(statements) => statements,
+                Err(e) if is_connection_lost(&e) => {
+                    self.conn = None;
+                    return Err(from_pg(e, &address));
+                }
+                Err(e) => return Err(from_pg(e, &address)),
             };
-            client.query_one(statement, params)
-        });
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let many = Many::of(group);
+        let in_many = |i: usize| many.as_ref().is_some_and(|m| m.jobs.contains(&i));
+        let columns: Vec<Option<Columns>> = group
+            .iter()
+            .enumerate()
+            .map(|(i, job)| (!in_many(i)).then(|| Columns::of(job)))
+            .collect();
+        let params: Vec<Option<Vec<&(dyn ToSql + Sync)>>> = columns
+            .iter()
+            .map(|c| c.as_ref().map(Columns::params))
+            .collect();
+        let client = &conn.client;
+        let many_params = many.as_ref().map(Many::params);
+        let together = async {
+            match &many_params {
+                Some(params) => client.query(&insert_many, params).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let alone = group
+            .iter()
+            .zip(&params)
+            .enumerate()
+            .filter_map(|(i, (job, params))| {
+                let params = params.as_ref()?;
+                let statement = if job.key.is_some() {
+                    &insert_keyed
+                } else if job.tracking.is_some() {
+                    &insert_tracked
+                } else {
+                    &insert
+                };
+                Some(async move { (i, client.query_one(statement, params).await) })
+            });
         // Only a group that may have written items wakes listeners: a follower's page that
         // moved its record alone would otherwise wake every follower for nothing.
         let wakes = group.iter().any(|job| !job.items.is_empty());
@@ -430,11 +607,12 @@ impl Writer {
                 Ok(())
             }
         };
-        // Polled in this order, so sent in this order: BEGIN, the lock, the appends, NOTIFY
-        // (delivered at the commit, or never if the transaction rolls back) and COMMIT.
-        let ((began, locked), rows, (notified, committed)) = join3(
+        // Polled in this order, so sent in this order: BEGIN, the lock, the plain appends
+        // together, the others one by one, NOTIFY (delivered at the commit, or never if the
+        // transaction rolls back) and COMMIT.
+        let ((began, locked), (together, alone), (notified, committed)) = join3(
             join(client.execute(&begin, &[]), client.execute(&lock, &[])),
-            join_all(statements),
+            join(together, join_all(alone)),
             join(notified, client.execute(&commit, &[])),
         )
         .await;
@@ -455,10 +633,31 @@ impl Writer {
         if let Err(e) = locked {
             consider(None, e);
         }
-        let mut ok_rows = Vec::with_capacity(rows.len());
-        for (i, row) in rows.into_iter().enumerate() {
+        let mut answers: Vec<Answer> = group.iter().map(|_| Answer::default()).collect();
+        match together {
+            Ok(Some(rows)) => {
+                for row in rows {
+                    let append: i32 = row.get(0);
+                    if let Some(answer) = usize::try_from(append)
+                        .ok()
+                        .and_then(|i| answers.get_mut(i))
+                    {
+                        *answer = Answer {
+                            min: row.get(1),
+                            max: row.get(2),
+                            count: row.get(3),
+                            conflict: row.get::<_, Option<Uuid>>(4).zip(row.get::<_, Option<i64>>(5)),
+                            ..Answer::default()
+                        };
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => consider(many.as_ref().map(|m| m.jobs[0]), e),
+        }
+        for (i, row) in alone {
             match row {
-                Ok(row) => ok_rows.push(row),
+                Ok(row) => answers[i] = Answer::of_row(&row, group[i].tracking.is_some()),
                 Err(e) => consider(Some(i), e),
             }
         }
@@ -485,7 +684,7 @@ impl Writer {
         if let Some(e) = lost {
             return Ok(GroupEnd::Lost(e));
         }
-        Ok(GroupEnd::Committed(ok_rows))
+        Ok(GroupEnd::Committed(answers))
     }
 
     /// The first item of `items` (in batch order) that exists, as a conflict. Used when an
@@ -625,43 +824,41 @@ impl Writer {
     }
 }
 
-/// The result of one append from its result row.
-fn read_result(job: &Job, row: &Row, address: &str) -> Reply {
+/// The result of one append from its statement's answer.
+fn read_result(job: &Job, answer: &Answer, address: &str) -> Reply {
     let corrupt = |what: &str| {
         AppendError::Store(StoreError::Corrupt {
             detail: format!("{address}: {what}"),
             source: None,
         })
     };
-    let min: Option<i64> = row.get(0);
-    let max: Option<i64> = row.get(1);
-    let count: i64 = row.get(2);
-    let conflict_id: Option<Uuid> = row.get(3);
-    let conflict_position: Option<i64> = row.get(4);
-    let prior_first: Option<i64> = row.get(5);
-    let prior_last: Option<i64> = row.get(6);
-    if let (Some(first), Some(last), Some((_, prior))) = (prior_first, prior_last, &job.key) {
+    let Answer {
+        min,
+        max,
+        count,
+        conflict,
+        prior,
+        moved,
+    } = *answer;
+    if let (Some((first, last)), Some((_, prior))) = (prior, &job.key) {
         return Ok(KeyedAppend::AlreadyApplied(PriorAppend {
             sequence_id: prior.sequence_id,
             versions: first as u64..=last as u64,
         }));
     }
-    if let Some(tracking) = &job.tracking {
-        let found: Option<i64> = row.get(7);
-        if let Some(found) = found {
-            return Err(AppendError::TrackingMoved {
-                follower: tracking.follower.clone(),
-                expected: tracking.from,
-                found: u64::try_from(found).map_err(|_| {
-                    corrupt(&format!(
-                        "follower {:?} recorded a negative position {found}",
-                        tracking.follower
-                    ))
-                })?,
-            });
-        }
+    if let (Some(tracking), Some(found)) = (&job.tracking, moved) {
+        return Err(AppendError::TrackingMoved {
+            follower: tracking.follower.clone(),
+            expected: tracking.from,
+            found: u64::try_from(found).map_err(|_| {
+                corrupt(&format!(
+                    "follower {:?} recorded a negative position {found}",
+                    tracking.follower
+                ))
+            })?,
+        });
     }
-    if let (Some(sequence_id), Some(position)) = (conflict_id, conflict_position) {
+    if let Some((sequence_id, position)) = conflict {
         return Err(AppendError::Conflict {
             sequence_id,
             position: Position::Version(position as u64),

@@ -25,8 +25,10 @@
 //!    dead one, and may complete the append. A refused transaction is a conflict (the intent
 //!    can never apply: its positions are taken).
 //! 3. **Read.** A reader of a slice reads the intents after its position's horizon, and
-//!    settles each one it has not settled before by a SERIAL read of the item rows at the
-//!    intent's positions: rows with the intent's commit id: *deliver*; rows of another commit:
+//!    settles each one it has not settled before by a read of the item rows at the intent's
+//!    positions, at the configured consistency first (rows there were written by a decided
+//!    transaction) and at SERIAL when none are found (which completes a transaction in
+//!    flight): rows with the intent's commit id: *deliver*; rows of another commit:
 //!    *void* (that append can never apply); no rows and the intent younger than
 //!    [`help_after`](FeedConfig::help_after): *wait* (its writer is probably still at it); no
 //!    rows and older: *help*, by sending the identical conditional batch (same rows, same
@@ -59,6 +61,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use eventsmith_core::{
     FeedPage, IdempotencyKey, IntegerSequencedItem, PriorAppend, SequencedItem, StoreError, Version,
 };
+use futures_util::future::join_all;
 use scylla::client::session::Session;
 use scylla::response::PagingState;
 use scylla::statement::prepared::PreparedStatement;
@@ -224,6 +227,9 @@ fn mismatch(ks: &str, feed: &FeedConfig, slices: u32, bucket_us: i64) -> StoreEr
         ),
     }
 }
+
+/// How many of a page's intents have their rows read at once.
+const SETTLE_READS: usize = 16;
 
 /// The keyspace's feed settings (slices, bucket width, creation time), read at SERIAL.
 async fn read_settings(
@@ -798,16 +804,31 @@ impl CassandraStore {
         let mut waiting_sequences = HashSet::new();
         // The earliest intent not settled by this read: the horizon stays before it.
         let mut first_unsettled: Option<i64> = None;
-        for (n, intent) in intents.into_iter().enumerate() {
-            if n >= limit {
-                first_unsettled.get_or_insert(intent.ts);
-                break;
-            }
+        if intents.len() > limit {
+            first_unsettled = Some(intents[limit].ts);
+            intents.truncate(limit);
+        }
+        // Most intents' transactions finished before a reader gets to them: their rows are
+        // read at the configured consistency, all of the page's at once (reads only; what
+        // they find is final). Only an intent whose rows are not found is settled further,
+        // one after the other, in order.
+        let mut first_looks = Vec::with_capacity(intents.len());
+        for chunk in intents.chunks(SETTLE_READS) {
+            let reads = chunk
+                .iter()
+                .map(|i| self.settled_rows(i.sequence_id, &i.positions, i.commit_id));
+            first_looks.extend(join_all(reads).await);
+        }
+        for (intent, first_look) in intents.into_iter().zip(first_looks) {
             // Versions in order: nothing of a sequence after one of its intents that waits.
             let settled = if waiting_sequences.contains(&intent.sequence_id) {
                 Settled::Wait
             } else {
-                self.settle(feed, &intent, now).await?
+                match first_look? {
+                    Resolution::Ours => Settled::Deliver,
+                    Resolution::Theirs(_) => Settled::Void,
+                    Resolution::Absent => self.settle(feed, &intent, now).await?,
+                }
             };
             match settled {
                 Settled::Deliver => {
@@ -951,9 +972,11 @@ impl CassandraStore {
         Ok(())
     }
 
-    /// Settles one intent (step 3 of the protocol).
+    /// Settles one intent whose rows were not found at the configured consistency (step 3 of
+    /// the protocol).
     async fn settle(&self, feed: &Feed, intent: &Intent, now: i64) -> Result<Settled, StoreError> {
         let seq = intent.sequence_id;
+        // At SERIAL, which completes a transaction still in flight before saying it is absent.
         match self
             .resolve(Table::Integer, seq, &intent.positions, intent.commit_id)
             .await?

@@ -501,6 +501,9 @@ struct Inner {
     config: CassandraConfig,
     insert: [PreparedStatement; 2],
     resolve: [PreparedStatement; 2],
+    /// `resolve` of integer items at the configured consistency, not SERIAL: the feed
+    /// reader's first look at an intent's rows (see [`CassandraStore::settled_rows`]).
+    resolve_committed: PreparedStatement,
     /// Stores an idempotency key, if the partition does not have it yet (in a keyed batch).
     insert_key: PreparedStatement,
     /// Reads one idempotency key of a partition at SERIAL consistency.
@@ -644,8 +647,8 @@ fn newer_schema(ks: &str, version: i32) -> StoreError {
     }
 }
 
-/// Checks the keyspace's stamp (read at SERIAL, so a stamp just written is seen) before
-/// anything is prepared.
+/// Checks the keyspace's stamp before anything is prepared: at the configured consistency,
+/// and at SERIAL when it seems missing (so a stamp just written is seen).
 async fn check_schema(session: &Session, config: &CassandraConfig) -> Result<(), StoreError> {
     let ks = &config.keyspace;
     let missing = || StoreError::Config {
@@ -665,16 +668,26 @@ async fn check_schema(session: &Session, config: &CassandraConfig) -> Result<(),
         }) => return Err(missing()),
         Err(e) => return Err(backend(e)),
     };
-    select.set_consistency(config.driver_serial_read());
-    let version = session
-        .execute_unpaged(&select, ())
-        .await
-        .map_err(read_error)?
-        .into_rows_result()
-        .map_err(backend)?
-        .maybe_first_row::<(Option<i32>,)>()
-        .map_err(backend)?
-        .and_then(|(v,)| v);
+    // Read at the configured consistency: every store opening the keyspace reads this one
+    // partition, and SERIAL reads of one partition contend with each other (on a loaded
+    // 3-node cluster they timed out). Only a missing stamp is read again at SERIAL, which
+    // completes a stamp whose conditional write is still in flight.
+    let mut version = None;
+    for consistency in [config.driver_consistency(), config.driver_serial_read()] {
+        select.set_consistency(consistency);
+        version = session
+            .execute_unpaged(&select, ())
+            .await
+            .map_err(read_error)?
+            .into_rows_result()
+            .map_err(backend)?
+            .maybe_first_row::<(Option<i32>,)>()
+            .map_err(backend)?
+            .and_then(|(v,)| v);
+        if version.is_some() {
+            break;
+        }
+    }
     match version {
         None => Err(missing()),
         Some(v) if v == SCHEMA_VERSION => Ok(()),
@@ -858,6 +871,8 @@ impl CassandraStore {
             stmt.set_consistency(config.driver_serial_read());
             resolve.push(stmt);
         }
+        let mut resolve_committed = resolve[Table::Integer as usize].clone();
+        resolve_committed.set_consistency(config.driver_consistency());
         let ks = &config.keyspace;
         let mut insert_key = prepare(format!(
             "UPDATE {ks}.integer_sequenced_items SET idempotency_keys[?] = ? WHERE sequence_id = ? IF idempotency_keys[?] = null"
@@ -889,6 +904,7 @@ impl CassandraStore {
                 config,
                 insert: array(insert),
                 resolve: array(resolve),
+                resolve_committed,
                 insert_key,
                 find_key,
                 insert_snapshot,
@@ -1261,6 +1277,35 @@ impl CassandraStore {
         positions: &[i64],
         commit_id: Uuid,
     ) -> Result<Resolution, StoreError> {
+        let statement = &self.inner.resolve[table as usize];
+        self.resolve_with(statement, sequence_id, positions, commit_id)
+            .await
+    }
+
+    /// [`resolve`](Self::resolve) of integer items at the configured consistency instead of
+    /// SERIAL: rows found this way were written by the commit step of a decided transaction
+    /// (Cassandra writes a transaction's rows only after a quorum accepted it), so `Ours` and
+    /// `Theirs` are final; only `Absent` may hide a transaction in flight, and needs
+    /// [`resolve`](Self::resolve) to be sure. A feed reader settles most intents this way,
+    /// without a Paxos round on a partition its writers are busy with.
+    async fn settled_rows(
+        &self,
+        sequence_id: Uuid,
+        positions: &[i64],
+        commit_id: Uuid,
+    ) -> Result<Resolution, StoreError> {
+        let statement = &self.inner.resolve_committed;
+        self.resolve_with(statement, sequence_id, positions, commit_id)
+            .await
+    }
+
+    async fn resolve_with(
+        &self,
+        statement: &PreparedStatement,
+        sequence_id: Uuid,
+        positions: &[i64],
+        commit_id: Uuid,
+    ) -> Result<Resolution, StoreError> {
         let (lo, hi) = (
             *positions.iter().min().expect("non-empty"),
             *positions.iter().max().expect("non-empty"),
@@ -1268,7 +1313,7 @@ impl CassandraStore {
         let result = self
             .inner
             .session
-            .execute_unpaged(&self.inner.resolve[table as usize], (sequence_id, lo, hi))
+            .execute_unpaged(statement, (sequence_id, lo, hi))
             .await
             .map_err(read_error)?;
         let rows = result.into_rows_result().map_err(backend)?;

@@ -397,12 +397,14 @@ where
         }
         stored
     };
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let writers_stopped = Instant::now();
+    let deadline = writers_stopped + Duration::from_secs(180);
     let mut stored = read_back().await;
     while ids.iter().any(|id| distinct(id) != stored[id]) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         stored = read_back().await;
     }
+    let caught_up = writers_stopped.elapsed();
     for runner in runners {
         runner.stop().await;
     }
@@ -441,10 +443,22 @@ where
         // runner saw a sequence's versions in order: never one ahead of the next it lacked.
         let followed = distinct(id);
         if followed != *rows {
-            let f: Vec<u64> = followed.iter().map(|e| e.0).collect();
-            let s: Vec<u64> = rows.iter().map(|e| e.0).collect();
+            let missed: Vec<u64> = rows
+                .iter()
+                .filter(|r| !followed.contains(r))
+                .map(|r| r.0)
+                .collect();
+            let foreign: Vec<u64> = followed
+                .iter()
+                .filter(|f| !rows.contains(f))
+                .map(|f| f.0)
+                .collect();
             problems.push(format!(
-                "sequence {id}: the runners were handed versions {f:?}, the store holds {s:?} (or other payloads)"
+                "sequence {id}: the runners were handed {} events, the store holds {}; not handed: {}; handed but not stored: {}",
+                followed.len(),
+                rows.len(),
+                ranges(&missed),
+                ranges(&foreign)
             ));
         }
         for recorder in &recorders {
@@ -514,7 +528,7 @@ where
     }
     let resolved = store.outcome_stats();
     let summary = format!(
-        "{label}: {acknowledged} appends acknowledged, {} conflicts, {} failed, {unknown} outcome-unknown returned ({unknown_applied} found applied, {} not), {followed_events} events followed ({} redelivered), follower lag p50 {:?} p99 {:?}; unknown outcomes resolved inside the store: {} as applied, {} as conflicts, {} found absent and sent again; appends+conflicts per second: {}; errors: {:?}; {}",
+        "{label}: {acknowledged} appends acknowledged, {} conflicts, {} failed, {unknown} outcome-unknown returned ({unknown_applied} found applied, {} not), {followed_events} events followed ({} redelivered), follower lag p50 {:?} p99 {:?}, caught up {caught_up:?} after the writers stopped; unknown outcomes resolved inside the store: {} as applied, {} as conflicts, {} found absent and sent again; appends+conflicts per second: {}; errors: {:?}; {}",
         count(Told::Conflict),
         count(Told::Failed),
         unknown - unknown_applied,
@@ -644,7 +658,7 @@ fn millis(sorted: &[Duration], q: f64) -> f64 {
 /// the time from an append's acknowledgement to its delivery. Prints the figures that
 /// RELIABILITY.md and BENCHMARKS.md quote; fails if an append is not delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn feed_cost_and_follower_lag() {
+async fn measure_feed_cost_and_follower_lag() {
     let plain_config = cluster_config(&run_keyspace("cost_plain"));
     let mut feed_config = cluster_config(&run_keyspace("cost_feed"));
     feed_config.feed = Some(FeedConfig::default());
@@ -718,4 +732,26 @@ async fn feed_cost_and_follower_lag() {
     );
     println!("{summary}");
     eprintln!("{summary}");
+}
+
+/// Versions as ranges (`1-5, 9`), for a problem report that stays short.
+fn ranges(versions: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = versions.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().expect("peeked");
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
