@@ -589,6 +589,9 @@ command workloads, reads per second for g). Criterion's full reports (with plots
 
 - Run: {run}, {date}
 - Machine: {machine}
+- On the 3-node Cassandra cluster (replication factor 3), the feed's cost per append and a
+  follower's lag are measured by `cargo xtask test --cluster`, not by this command: the
+  last figures are in RELIABILITY.md, section \"3-node Cassandra cluster\".
 
 {table}
 ## What is measured

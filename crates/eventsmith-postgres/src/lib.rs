@@ -33,10 +33,15 @@
 //! A lock held to commit serialises commits, so each would wait for its own WAL flush. The
 //! store wins that back with group commit: every append goes to one writer task per store,
 //! and the appends that queue up while it commits are committed together in the next
-//! transaction. The writer sends `BEGIN`, the lock, one statement per append and `COMMIT` in
-//! one pipeline: one round trip and one WAL flush for the whole group. Each append's
-//! statement checks its own conflict (under the lock nobody else can insert between the
-//! check and the insert), so a conflicting append fails alone and its neighbours commit.
+//! transaction. A group of plain appends (the usual case) is one call of the schema's
+//! `eventsmith_append` function in an autocommit statement: it takes the lock, inserts every
+//! append of the group in one statement and notifies; a group with keyed or tracked appends
+//! is `BEGIN`, the lock, the plain appends' statement, one statement per other append and
+//! `COMMIT` in one pipeline. Either way: one round trip and one WAL flush for the whole group.
+//! Each append's conflict is checked on its own (under the lock nobody else can insert between
+//! the check and the insert), so a conflicting append fails alone and its neighbours commit;
+//! an append that writes an item an earlier append of its group writes waits for the next
+//! group.
 //! ARCHITECTURE.md has the alternatives measured and the numbers.
 //!
 //! Several processes (or stores) may write one schema: they take the same table lock, so

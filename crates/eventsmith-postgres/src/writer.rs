@@ -1,6 +1,7 @@
 //! The writer task: every integer-sequenced append goes through it, and appends that queue
 //! up while it commits are committed together, in one transaction that holds the
-//! `integer_items` lock to its commit (group commit).
+//! `integer_items` lock to its commit (group commit): one call of the schema's append
+//! function when the group holds only plain appends, else a pipelined transaction.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -57,15 +58,21 @@ SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id)
 /// to the next group): one statement does not see its own inserts, so overlapping items would
 /// fail the whole statement on the unique key.
 fn insert_many_sql() -> String {
-    "WITH batch AS (
+    insert_many_body("integer_items")
+}
+
+/// [`insert_many_sql`] on `table` (the append function names it with its schema).
+pub(crate) fn insert_many_body(table: &str) -> String {
+    format!(
+        "WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::int[])
         WITH ORDINALITY AS b (sequence_id, position, topic, payload, append, ord)
 ), conflict AS (
     SELECT DISTINCT ON (b.append) b.append, b.sequence_id, b.position FROM batch b
-    JOIN integer_items i ON i.sequence_id = b.sequence_id AND i.position = b.position
+    JOIN {table} i ON i.sequence_id = b.sequence_id AND i.position = b.position
     ORDER BY b.append, b.ord
 ), inserted AS (
-    INSERT INTO integer_items (sequence_id, position, topic, payload)
+    INSERT INTO {table} (sequence_id, position, topic, payload)
     SELECT sequence_id, position, topic, payload FROM batch b
     WHERE NOT EXISTS (SELECT 1 FROM conflict c WHERE c.append = b.append) ORDER BY ord
     RETURNING notification_id, sequence_id, position
@@ -75,8 +82,8 @@ SELECT b.append, min(i.notification_id), max(i.notification_id), count(*), NULL:
 FROM inserted i JOIN batch b ON b.sequence_id = i.sequence_id AND b.position = i.position
 GROUP BY b.append
 UNION ALL
-SELECT append, NULL, NULL, 0, sequence_id, position FROM conflict"
-        .to_owned()
+SELECT c.append, NULL, NULL, 0, c.sequence_id, c.position FROM conflict c"
+    )
 }
 
 /// A keyed append: as [`insert_sql`], unless the key is stored for the sequence, and the
@@ -184,6 +191,32 @@ impl Counters {
     }
 }
 
+/// The append function of schema version 2 (see the schema module).
+const CALL_APPEND: &str = "SELECT * FROM eventsmith_append($1, $2, $3, $4, $5, $6)";
+
+/// The answers of [`insert_many_sql`] (or the append function) by append, in group order.
+fn many_answers(group_len: usize, rows: Vec<Row>) -> Vec<Answer> {
+    let mut answers: Vec<Answer> = (0..group_len).map(|_| Answer::default()).collect();
+    for row in rows {
+        let append: i32 = row.get(0);
+        if let Some(answer) = usize::try_from(append)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+        {
+            *answer = Answer {
+                min: row.get(1),
+                max: row.get(2),
+                count: row.get(3),
+                conflict: row
+                    .get::<_, Option<Uuid>>(4)
+                    .zip(row.get::<_, Option<i64>>(5)),
+                ..Answer::default()
+            };
+        }
+    }
+    answers
+}
+
 /// What one append's statement answered.
 #[derive(Debug, Default)]
 struct Answer {
@@ -207,7 +240,9 @@ impl Answer {
             min: row.get(0),
             max: row.get(1),
             count: row.get(2),
-            conflict: row.get::<_, Option<Uuid>>(3).zip(row.get::<_, Option<i64>>(4)),
+            conflict: row
+                .get::<_, Option<Uuid>>(3)
+                .zip(row.get::<_, Option<i64>>(4)),
             prior: pair(row.get(5), row.get(6)),
             moved: if tracked { row.get(7) } else { None },
         }
@@ -226,10 +261,10 @@ struct Many {
 }
 
 impl Many {
-    /// The group's plain appends, when there are at least two of them.
-    fn of(group: &[Job]) -> Option<Many> {
+    /// The group's plain appends, when there are at least `least` of them.
+    fn of(group: &[Job], least: usize) -> Option<Many> {
         let jobs: Vec<usize> = (0..group.len()).filter(|&i| is_plain(&group[i])).collect();
-        if jobs.len() < 2 {
+        if jobs.is_empty() || jobs.len() < least {
             return None;
         }
         let n = jobs.iter().map(|&i| group[i].items.len()).sum();
@@ -366,6 +401,9 @@ pub(crate) struct Writer {
 /// before committing a smaller group.
 const GATHER_TURNS: usize = 16;
 
+/// How long the writer waits, after those turns, for each of the last group's callers.
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Runs the writer until every sender is dropped; what is queued then is still committed.
 pub(crate) async fn run(
     config: PostgresConfig,
@@ -405,6 +443,12 @@ pub(crate) async fn run(
                 Err(_) if group.len() < last_group && turns < GATHER_TURNS => {
                     turns += 1;
                     tokio::task::yield_now().await;
+                }
+                Err(_) if group.len() < last_group => {
+                    match tokio::time::timeout(GATHER_WAIT, queue.recv()).await {
+                        Ok(Some(job)) => group.push(job),
+                        _ => break,
+                    }
                 }
                 Err(_) => break,
             }
@@ -550,10 +594,11 @@ impl Writer {
                 conn.prepare(&insert_tracked_sql()).await?,
                 conn.prepare(NOTIFY).await?,
                 conn.prepare("COMMIT").await?,
+                conn.prepare(CALL_APPEND).await?,
             ))
         }
         .await;
-        let (begin, lock, insert, insert_many, insert_keyed, insert_tracked, notify, commit) =
+        let (begin, lock, insert, insert_many, insert_keyed, insert_tracked, notify, commit, _) =
             match prepared {
                 Ok(statements) => statements,
                 Err(e) if is_connection_lost(&e) => {
@@ -563,7 +608,12 @@ impl Writer {
                 Err(e) => return Err(from_pg(e, &address)),
             };
         counters.transactions.fetch_add(1, Ordering::Relaxed);
-        let many = Many::of(group);
+        if let Some(many) = Many::of(group, 1).filter(|m| m.jobs.len() == group.len()) {
+            return Ok(self.call_append(group, &many).await);
+        }
+        let conn = &mut self.conn.as_mut().expect("connected above").0;
+        let client = &conn.client;
+        let many = Many::of(group, 2);
         let in_many = |i: usize| many.as_ref().is_some_and(|m| m.jobs.contains(&i));
         let columns: Vec<Option<Columns>> = group
             .iter()
@@ -574,7 +624,6 @@ impl Writer {
             .iter()
             .map(|c| c.as_ref().map(Columns::params))
             .collect();
-        let client = &conn.client;
         let many_params = many.as_ref().map(Many::params);
         let together = async {
             match &many_params {
@@ -636,19 +685,10 @@ impl Writer {
         let mut answers: Vec<Answer> = group.iter().map(|_| Answer::default()).collect();
         match together {
             Ok(Some(rows)) => {
-                for row in rows {
-                    let append: i32 = row.get(0);
-                    if let Some(answer) = usize::try_from(append)
-                        .ok()
-                        .and_then(|i| answers.get_mut(i))
-                    {
-                        *answer = Answer {
-                            min: row.get(1),
-                            max: row.get(2),
-                            count: row.get(3),
-                            conflict: row.get::<_, Option<Uuid>>(4).zip(row.get::<_, Option<i64>>(5)),
-                            ..Answer::default()
-                        };
+                let found = many_answers(group.len(), rows);
+                for (i, answer) in found.into_iter().enumerate() {
+                    if in_many(i) {
+                        answers[i] = answer;
                     }
                 }
             }
@@ -685,6 +725,36 @@ impl Writer {
             return Ok(GroupEnd::Lost(e));
         }
         Ok(GroupEnd::Committed(answers))
+    }
+
+    /// Commits a group of plain appends with one call of the append function, in an
+    /// autocommit statement (one statement for the server instead of five).
+    async fn call_append(&mut self, group: &[Job], many: &Many) -> GroupEnd {
+        let channel = self.channel.clone();
+        let (conn, _) = self.conn.as_mut().expect("connected by run_group");
+        let call = match conn.prepare(CALL_APPEND).await {
+            Ok(call) => call,
+            Err(e) if is_connection_lost(&e) => return GroupEnd::Lost(e),
+            Err(e) => {
+                return GroupEnd::Failed {
+                    job: None,
+                    error: e,
+                };
+            }
+        };
+        let [ids, positions, topics, payloads, appends] = many.params();
+        let params: [&(dyn ToSql + Sync); 6] =
+            [ids, positions, topics, payloads, appends, &channel];
+        match conn.client.query(&call, &params).await {
+            Ok(rows) => GroupEnd::Committed(many_answers(group.len(), rows)),
+            // As for a COMMIT: a FATAL answer (the server shutting down) may come after the
+            // commit record was flushed.
+            Err(e) if is_connection_lost(&e) || is_fatal(&e) => GroupEnd::Lost(e),
+            Err(e) => GroupEnd::Failed {
+                job: Some(many.jobs[0]),
+                error: e,
+            },
+        }
     }
 
     /// The first item of `items` (in batch order) that exists, as a conflict. Used when an

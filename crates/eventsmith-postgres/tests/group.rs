@@ -94,8 +94,10 @@ async fn racing_appends_in_one_group_have_one_winner() {
     };
     let contested = Uuid::new_v4();
     let others: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
-    let mut batches: Vec<Vec<IntegerSequencedItem>> =
-        others.iter().map(|id| vec![item(*id, 1, "other")]).collect();
+    let mut batches: Vec<Vec<IntegerSequencedItem>> = others
+        .iter()
+        .map(|id| vec![item(*id, 1, "other")])
+        .collect();
     batches.insert(1, vec![item(contested, 1, "a")]);
     batches.insert(4, vec![item(contested, 1, "b")]);
     let before = store.commit_stats();
@@ -104,7 +106,11 @@ async fn racing_appends_in_one_group_have_one_winner() {
     // The second racer waits for the next transaction; the group is not failed and retried
     // one append at a time.
     assert_eq!(after.transactions - before.transactions, 2);
-    assert!(results[1].is_ok(), "the first in queue order wins: {:?}", results[1]);
+    assert!(
+        results[1].is_ok(),
+        "the first in queue order wins: {:?}",
+        results[1]
+    );
     assert!(
         matches!(
             &results[4],
