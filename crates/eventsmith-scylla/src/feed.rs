@@ -231,7 +231,8 @@ fn mismatch(ks: &str, feed: &FeedConfig, slices: u32, bucket_us: i64) -> StoreEr
 /// How many of a page's intents have their rows read at once.
 const SETTLE_READS: usize = 16;
 
-/// The keyspace's feed settings (slices, bucket width, creation time), read at SERIAL.
+/// The keyspace's feed settings (slices, bucket width, creation time), seen at SERIAL when
+/// missing.
 async fn read_settings(
     session: &Session,
     config: &CassandraConfig,
@@ -243,15 +244,27 @@ async fn read_settings(
         ))
         .await
         .map_err(backend)?;
-    select.set_consistency(config.driver_serial_read());
-    let row = session
-        .execute_unpaged(&select, (SETTINGS,))
-        .await
-        .map_err(read_error)?
-        .into_rows_result()
-        .map_err(backend)?
-        .maybe_first_row::<(Option<i32>, Option<i64>, Option<i64>)>()
-        .map_err(backend)?;
+    // At the configured consistency first; at SERIAL (which completes a settings write in
+    // flight) only when none are found, and again while that times out.
+    let mut row = None;
+    for consistency in [config.driver_consistency(), config.driver_serial_read()] {
+        select.set_consistency(consistency);
+        let select = &select;
+        row = crate::retry_busy(|| async move {
+            session
+                .execute_unpaged(select, (SETTINGS,))
+                .await
+                .map_err(read_error)?
+                .into_rows_result()
+                .map_err(backend)?
+                .maybe_first_row::<(Option<i32>, Option<i64>, Option<i64>)>()
+                .map_err(backend)
+        })
+        .await?;
+        if row.is_some() {
+            break;
+        }
+    }
     match row {
         Some((Some(slices), Some(bucket_us), Some(since_us))) if slices > 0 && bucket_us > 0 => {
             Ok(Some((slices as u32, bucket_us, since_us)))

@@ -553,6 +553,34 @@ fn backend(e: impl Into<BoxError>) -> StoreError {
     StoreError::backend(e)
 }
 
+/// Runs a read again while it is answered [`StoreError::Busy`] (a timeout), up to 5 times
+/// with growing, jittered pauses. For the SERIAL reads of opening a store: stores opening one
+/// keyspace at once run Paxos rounds on the same partition, which time each other out on a
+/// loaded cluster (seen on the 3-node cluster), and opening should not fail for that.
+pub(crate) async fn retry_busy<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+    mut read: impl FnMut() -> F,
+) -> Result<T, StoreError> {
+    use backon::BackoffBuilder;
+    let mut pauses = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .with_max_times(5)
+        .build();
+    loop {
+        match read().await {
+            Err(StoreError::Busy { source }) => match pauses.next() {
+                Some(pause) => {
+                    tracing::debug!(error = %source, ?pause, "a SERIAL read timed out; reading again");
+                    tokio::time::sleep(pause).await;
+                }
+                None => return Err(StoreError::Busy { source }),
+            },
+            other => return other,
+        }
+    }
+}
+
 async fn open_session(config: &CassandraConfig) -> Result<Session, StoreError> {
     let mut profile = ExecutionProfile::builder()
         .consistency(config.driver_consistency())
@@ -675,15 +703,19 @@ async fn check_schema(session: &Session, config: &CassandraConfig) -> Result<(),
     let mut version = None;
     for consistency in [config.driver_consistency(), config.driver_serial_read()] {
         select.set_consistency(consistency);
-        version = session
-            .execute_unpaged(&select, ())
-            .await
-            .map_err(read_error)?
-            .into_rows_result()
-            .map_err(backend)?
-            .maybe_first_row::<(Option<i32>,)>()
-            .map_err(backend)?
-            .and_then(|(v,)| v);
+        let select = &select;
+        version = retry_busy(|| async move {
+            Ok(session
+                .execute_unpaged(select, ())
+                .await
+                .map_err(read_error)?
+                .into_rows_result()
+                .map_err(backend)?
+                .maybe_first_row::<(Option<i32>,)>()
+                .map_err(backend)?
+                .and_then(|(v,)| v))
+        })
+        .await?;
         if version.is_some() {
             break;
         }
