@@ -83,12 +83,10 @@ BEGIN
     PERFORM pg_notify(channel, '');
 END
 $fn$",
-        many = crate::writer::insert_many_body(&format!("{schema}.integer_items"))
-            .replace("$1", "ids")
-            .replace("$2", "positions")
-            .replace("$3", "topics")
-            .replace("$4", "payloads")
-            .replace("$5", "appends"),
+        many = crate::writer::insert_many_body(
+            &format!("{schema}.integer_items"),
+            ["ids", "positions", "topics", "payloads", "appends"],
+        ),
     )
 }
 

@@ -4,8 +4,8 @@
 //! function when the group holds only plain appends, else a pipelined transaction.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use eventsmith_core::{
     AppendError, IdempotencyKey, IntegerSequencedItem, KeyedAppend, Position, PriorAppend,
@@ -13,8 +13,8 @@ use eventsmith_core::{
 };
 use futures_util::future::{join, join_all, join3};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::config::{PostgresConfig, Role};
@@ -58,14 +58,17 @@ SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id)
 /// to the next group): one statement does not see its own inserts, so overlapping items would
 /// fail the whole statement on the unique key.
 fn insert_many_sql() -> String {
-    insert_many_body("integer_items")
+    insert_many_body("integer_items", ["$1", "$2", "$3", "$4", "$5"])
 }
 
-/// [`insert_many_sql`] on `table` (the append function names it with its schema).
-pub(crate) fn insert_many_body(table: &str) -> String {
+/// [`insert_many_sql`] on `table`, its five arrays named `params` (the append function
+/// names the table with its schema and the arrays by its own parameters).
+pub(crate) fn insert_many_body(table: &str, params: [&str; 5]) -> String {
+    let [ids, positions, topics, payloads, appends] = params;
     format!(
         "WITH batch AS (
-    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::int[])
+    SELECT * FROM unnest({ids}::uuid[], {positions}::bigint[], {topics}::text[],
+        {payloads}::bytea[], {appends}::int[])
         WITH ORDINALITY AS b (sequence_id, position, topic, payload, append, ord)
 ), conflict AS (
     SELECT DISTINCT ON (b.append) b.append, b.sequence_id, b.position FROM batch b
@@ -135,6 +138,13 @@ SELECT (SELECT min(notification_id) FROM inserted), (SELECT max(notification_id)
     (SELECT position FROM conflict), NULL::bigint, NULL::bigint, (SELECT found FROM moved)"
     )
 }
+
+/// The statements' texts, built once (they are prepared by text on every group, from the
+/// connection's cache).
+static INSERT: LazyLock<String> = LazyLock::new(insert_sql);
+static INSERT_MANY: LazyLock<String> = LazyLock::new(insert_many_sql);
+static INSERT_KEYED: LazyLock<String> = LazyLock::new(insert_keyed_sql);
+static INSERT_TRACKED: LazyLock<String> = LazyLock::new(insert_tracked_sql);
 
 /// The position a follower recorded, for resolving a tracked append whose outcome was lost.
 pub(crate) const TRACKING_POSITION: &str =
@@ -311,6 +321,9 @@ fn is_plain(job: &Job) -> bool {
 /// second of two racing commands on one aggregate). They go to the next group, where the
 /// first one's items are stored and they get their conflict as usual.
 fn defer_overlapping(group: &mut Vec<Job>) -> Vec<Job> {
+    if group.len() < 2 {
+        return Vec::new();
+    }
     let mut taken = std::collections::HashSet::new();
     let mut kept = Vec::with_capacity(group.len());
     let mut deferred = Vec::new();
@@ -587,34 +600,41 @@ impl Writer {
         let counters = self.counters.clone();
         let channel = self.channel.clone();
         let (conn, _) = self.connection().await?;
+        // No connection or no statement: nothing was sent.
+        let unsent = |e: tokio_postgres::Error, conn: &mut Option<(Conn, i32)>| {
+            if is_connection_lost(&e) {
+                *conn = None;
+            }
+            from_pg(e, &address)
+        };
+        if group.iter().all(is_plain) {
+            let call = match conn.prepare(CALL_APPEND).await {
+                Ok(call) => call,
+                Err(e) => return Err(unsent(e, &mut self.conn)),
+            };
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            let many = Many::of(group, 1).expect("a group is never empty");
+            return Ok(self.call_append(&call, group, &many).await);
+        }
         let prepared = async {
             Ok::<_, tokio_postgres::Error>((
                 conn.prepare("BEGIN").await?,
                 conn.prepare(LOCK).await?,
-                conn.prepare(&insert_sql()).await?,
-                conn.prepare(&insert_many_sql()).await?,
-                conn.prepare(&insert_keyed_sql()).await?,
-                conn.prepare(&insert_tracked_sql()).await?,
+                conn.prepare(&INSERT).await?,
+                conn.prepare(&INSERT_MANY).await?,
+                conn.prepare(&INSERT_KEYED).await?,
+                conn.prepare(&INSERT_TRACKED).await?,
                 conn.prepare(NOTIFY).await?,
                 conn.prepare("COMMIT").await?,
-                conn.prepare(CALL_APPEND).await?,
             ))
         }
         .await;
-        let (begin, lock, insert, insert_many, insert_keyed, insert_tracked, notify, commit, _) =
+        let (begin, lock, insert, insert_many, insert_keyed, insert_tracked, notify, commit) =
             match prepared {
                 Ok(statements) => statements,
-                Err(e) if is_connection_lost(&e) => {
-                    self.conn = None;
-                    return Err(from_pg(e, &address));
-                }
-                Err(e) => return Err(from_pg(e, &address)),
+                Err(e) => return Err(unsent(e, &mut self.conn)),
             };
         counters.transactions.fetch_add(1, Ordering::Relaxed);
-        if group.iter().all(is_plain) {
-            let many = Many::of(group, 1).expect("a group is never empty");
-            return Ok(self.call_append(group, &many).await);
-        }
         let conn = &mut self.conn.as_mut().expect("connected above").0;
         let client = &conn.client;
         let many = Many::of(group, 2);
@@ -733,23 +753,13 @@ impl Writer {
 
     /// Commits a group of plain appends with one call of the append function, in an
     /// autocommit statement (one statement for the server instead of five).
-    async fn call_append(&mut self, group: &[Job], many: &Many) -> GroupEnd {
+    async fn call_append(&mut self, call: &Statement, group: &[Job], many: &Many) -> GroupEnd {
         let channel = self.channel.clone();
         let (conn, _) = self.conn.as_mut().expect("connected by run_group");
-        let call = match conn.prepare(CALL_APPEND).await {
-            Ok(call) => call,
-            Err(e) if is_connection_lost(&e) => return GroupEnd::Lost(e),
-            Err(e) => {
-                return GroupEnd::Failed {
-                    job: None,
-                    error: e,
-                };
-            }
-        };
         let [ids, positions, topics, payloads, appends] = many.params();
         let params: [&(dyn ToSql + Sync); 6] =
             [ids, positions, topics, payloads, appends, &channel];
-        match conn.client.query(&call, &params).await {
+        match conn.client.query(call, &params).await {
             Ok(rows) => GroupEnd::Committed(many_answers(group.len(), rows)),
             // As for a COMMIT: a FATAL answer (the server shutting down) may come after the
             // commit record was flushed.

@@ -238,33 +238,23 @@ async fn read_settings(
     config: &CassandraConfig,
 ) -> Result<Option<(u32, i64, i64)>, StoreError> {
     let ks = &config.keyspace;
-    let mut select = session
+    let select = session
         .prepare(format!(
             "SELECT slices, bucket_us, since_us FROM {ks}.feed_settings WHERE component = ?"
         ))
         .await
         .map_err(backend)?;
-    // At the configured consistency first; at SERIAL (which completes a settings write in
-    // flight) only when none are found, and again while that times out.
-    let mut row = None;
-    for consistency in [config.driver_consistency(), config.driver_serial_read()] {
-        select.set_consistency(consistency);
-        let select = &select;
-        row = crate::retry_busy(|| async move {
-            session
-                .execute_unpaged(select, (SETTINGS,))
-                .await
-                .map_err(read_error)?
-                .into_rows_result()
-                .map_err(backend)?
-                .maybe_first_row::<(Option<i32>, Option<i64>, Option<i64>)>()
-                .map_err(backend)
-        })
-        .await?;
-        if row.is_some() {
-            break;
-        }
-    }
+    let row = crate::read_or_serial(config, &select, |select| async move {
+        session
+            .execute_unpaged(&select, (SETTINGS,))
+            .await
+            .map_err(read_error)?
+            .into_rows_result()
+            .map_err(backend)?
+            .maybe_first_row::<(Option<i32>, Option<i64>, Option<i64>)>()
+            .map_err(backend)
+    })
+    .await?;
     match row {
         Some((Some(slices), Some(bucket_us), Some(since_us))) if slices > 0 && bucket_us > 0 => {
             Ok(Some((slices as u32, bucket_us, since_us)))

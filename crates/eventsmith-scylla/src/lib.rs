@@ -581,6 +581,29 @@ pub(crate) async fn retry_busy<T, F: std::future::Future<Output = Result<T, Stor
     }
 }
 
+/// Reads with `select` at the configured consistency and, when that finds nothing, at SERIAL
+/// (which completes a conditional write still in flight); each read is made again while it
+/// times out ([`retry_busy`]). For what every store reads when it opens (the schema stamp,
+/// the feed settings): one partition that all of them read, where SERIAL reads contend.
+pub(crate) async fn read_or_serial<
+    T,
+    F: std::future::Future<Output = Result<Option<T>, StoreError>>,
+>(
+    config: &CassandraConfig,
+    select: &PreparedStatement,
+    read: impl Fn(PreparedStatement) -> F,
+) -> Result<Option<T>, StoreError> {
+    for consistency in [config.driver_consistency(), config.driver_serial_read()] {
+        let mut statement = select.clone();
+        statement.set_consistency(consistency);
+        let found = retry_busy(|| read(statement.clone())).await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
 async fn open_session(config: &CassandraConfig) -> Result<Session, StoreError> {
     let mut profile = ExecutionProfile::builder()
         .consistency(config.driver_consistency())
@@ -684,7 +707,7 @@ async fn check_schema(session: &Session, config: &CassandraConfig) -> Result<(),
             "keyspace {ks} has no eventsmith schema stamp (run CassandraStore::create_schema, which creates or upgrades the tables)"
         ),
     };
-    let mut select = match session
+    let select = match session
         .prepare(format!(
             "SELECT version FROM {ks}.eventsmith_schema WHERE component = 'eventsmith'"
         ))
@@ -696,30 +719,18 @@ async fn check_schema(session: &Session, config: &CassandraConfig) -> Result<(),
         }) => return Err(missing()),
         Err(e) => return Err(backend(e)),
     };
-    // Read at the configured consistency: every store opening the keyspace reads this one
-    // partition, and SERIAL reads of one partition contend with each other (on a loaded
-    // 3-node cluster they timed out). Only a missing stamp is read again at SERIAL, which
-    // completes a stamp whose conditional write is still in flight.
-    let mut version = None;
-    for consistency in [config.driver_consistency(), config.driver_serial_read()] {
-        select.set_consistency(consistency);
-        let select = &select;
-        version = retry_busy(|| async move {
-            Ok(session
-                .execute_unpaged(select, ())
-                .await
-                .map_err(read_error)?
-                .into_rows_result()
-                .map_err(backend)?
-                .maybe_first_row::<(Option<i32>,)>()
-                .map_err(backend)?
-                .and_then(|(v,)| v))
-        })
-        .await?;
-        if version.is_some() {
-            break;
-        }
-    }
+    let version = read_or_serial(config, &select, |select| async move {
+        Ok(session
+            .execute_unpaged(&select, ())
+            .await
+            .map_err(read_error)?
+            .into_rows_result()
+            .map_err(backend)?
+            .maybe_first_row::<(Option<i32>,)>()
+            .map_err(backend)?
+            .and_then(|(v,)| v))
+    })
+    .await?;
     match version {
         None => Err(missing()),
         Some(v) if v == SCHEMA_VERSION => Ok(()),
