@@ -8,6 +8,9 @@
 //! - b: the same commands from 8 tasks on distinct aggregates; raw as in a; beside it, for
 //!   context, `raw-8-connections`: 8 connections inserting at once (what the server's own
 //!   group commit reaches without a global order);
+//! - a and b again as `eventsmith-cached`: the application keeps its aggregates in memory
+//!   ([`ApplicationBuilder::cache`](eventsmith_core::ApplicationBuilder::cache)), so a
+//!   command decides without loading and is one append;
 //! - c: appends of 10 events per atomic batch; raw: one 10-row `INSERT … SELECT unnest(…)` per
 //!   batch (one statement, one transaction);
 //! - d: the whole notification log in pages of 1,000, decoded; raw: the same selects, rows
@@ -172,6 +175,10 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, url: &str) -> Vec<String> {
     let app = Application::<Account, _>::builder(es.store.clone(), mapper())
         .retry(RetryPolicy::never())
         .build();
+    let cached = Application::<Account, _>::builder(es.store.clone(), mapper())
+        .cache(std::num::NonZeroUsize::new(100_000).unwrap())
+        .retry(RetryPolicy::never())
+        .build();
     let mapper = mapper();
     // One connection for the single-connection baselines, eight more for the context row.
     let mut clients = rt.block_on(async {
@@ -191,6 +198,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, url: &str) -> Vec<String> {
     g.bench_function("eventsmith", |b| {
         b.iter_custom(|iters| rt.block_on(commands(&app, iters, 1)))
     });
+    g.bench_function("eventsmith-cached", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&cached, iters, 1)))
+    });
     g.bench_function("raw", |b| {
         b.iter_custom(|iters| rt.block_on(raw_single_inserts(&one, &mapper, iters)))
     });
@@ -200,6 +210,9 @@ fn bench_writes(c: &mut Criterion, rt: &Runtime, url: &str) -> Vec<String> {
     g.throughput(Throughput::Elements(1));
     g.bench_function("eventsmith", |b| {
         b.iter_custom(|iters| rt.block_on(commands(&app, iters, 8)))
+    });
+    g.bench_function("eventsmith-cached", |b| {
+        b.iter_custom(|iters| rt.block_on(commands(&cached, iters, 8)))
     });
     g.bench_function("raw", |b| {
         b.iter_custom(|iters| rt.block_on(raw_single_inserts(&one, &mapper, iters)))

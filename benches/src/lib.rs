@@ -26,7 +26,7 @@ eventsmith_core::domain_events! {
 }
 
 /// A running total.
-#[derive(Default, Debug, Serialize, Deserialize)]
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
     /// Sum of amounts.
     pub total: u64,

@@ -202,6 +202,20 @@ impl<A: Aggregate + fmt::Debug> fmt::Debug for Root<A> {
     }
 }
 
+impl<A: Aggregate + Clone> Clone for Root<A> {
+    fn clone(&self) -> Self {
+        Root {
+            id: self.id,
+            version: self.version,
+            created_on: self.created_on,
+            modified_on: self.modified_on,
+            discarded: self.discarded,
+            state: self.state.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+}
+
 impl<A: Aggregate> Root<A> {
     /// Creates an aggregate from its first event (version 1), kept pending until saved.
     pub fn create(id: Uuid, event: impl Into<A::Event>) -> Self {

@@ -1,15 +1,17 @@
-//! The application: the one write path. A command loads an aggregate (from a snapshot when
-//! there is one), decides, saves through the [`Repository`] with its idempotency key and
-//! metadata, retries transient failures with backoff, then tells the snapshot policy and the
-//! after-commit hooks what was committed.
+//! The application: the one write path. A command loads an aggregate (from the cache or a
+//! snapshot when there is one), decides, saves through the [`Repository`] with its
+//! idempotency key and metadata, retries transient failures with backoff, then tells the
+//! snapshot policy and the after-commit hooks what was committed.
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use lru::LruCache;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Envelope, Root};
@@ -214,9 +216,41 @@ impl RetryPolicy {
 pub struct Application<A: Aggregate, S> {
     repository: Repository<A, S>,
     snapshots: Option<Arc<dyn Snapshots<A>>>,
+    cache: Option<Arc<AggregateCache<A>>>,
     hooks: Arc<[Arc<dyn AfterCommit<A::Event>>]>,
     retry: RetryPolicy,
     clock: Arc<dyn Clock>,
+}
+
+/// The aggregates an application keeps in memory between commands
+/// ([`ApplicationBuilder::cache`]), each at the version its last command committed.
+struct AggregateCache<A: Aggregate> {
+    roots: Mutex<LruCache<Uuid, Root<A>>>,
+    /// `Root::clone`, taken where `A: Clone` is known (the builder's `cache`).
+    copy: fn(&Root<A>) -> Root<A>,
+}
+
+impl<A: Aggregate> AggregateCache<A> {
+    fn roots(&self) -> MutexGuard<'_, LruCache<Uuid, Root<A>>> {
+        // Every critical section is a single map operation: a panic cannot leave it half-done.
+        self.roots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes and returns the aggregate: a concurrent command on it (in this process) finds
+    /// nothing and loads it, and one of the two gets a conflict, as without a cache.
+    fn take(&self, id: Uuid) -> Option<Root<A>> {
+        self.roots().pop(&id)
+    }
+
+    /// Keeps a copy of `root`, just committed.
+    fn keep(&self, root: &Root<A>) {
+        let copy = (self.copy)(root);
+        self.roots().put(root.id(), copy);
+    }
+
+    fn capacity(&self) -> usize {
+        self.roots().cap().get()
+    }
 }
 
 impl<A: Aggregate, S: Clone> Clone for Application<A, S> {
@@ -224,6 +258,7 @@ impl<A: Aggregate, S: Clone> Clone for Application<A, S> {
         Application {
             repository: self.repository.clone(),
             snapshots: self.snapshots.clone(),
+            cache: self.cache.clone(),
             hooks: self.hooks.clone(),
             retry: self.retry.clone(),
             clock: self.clock.clone(),
@@ -236,6 +271,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Application<A, S> {
         f.debug_struct("Application")
             .field("repository", &self.repository)
             .field("snapshots", &self.snapshots.is_some())
+            .field("cache_capacity", &self.cache.as_ref().map(|c| c.capacity()))
             .field("after_commit_hooks", &self.hooks.len())
             .field("retry", &self.retry)
             .field("clock", &self.clock)
@@ -243,10 +279,12 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Application<A, S> {
     }
 }
 
-/// Configures an [`Application`]: snapshots, the retry policy and after-commit hooks.
+/// Configures an [`Application`]: snapshots, the aggregate cache, the retry policy and
+/// after-commit hooks.
 pub struct ApplicationBuilder<A: Aggregate, S> {
     repository: Repository<A, S>,
     snapshots: Option<Arc<dyn Snapshots<A>>>,
+    cache: Option<Arc<AggregateCache<A>>>,
     hooks: Vec<Arc<dyn AfterCommit<A::Event>>>,
     retry: RetryPolicy,
     clock: Arc<dyn Clock>,
@@ -257,6 +295,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for ApplicationBuilder<A, S> {
         f.debug_struct("ApplicationBuilder")
             .field("repository", &self.repository)
             .field("snapshots", &self.snapshots.is_some())
+            .field("cache_capacity", &self.cache.as_ref().map(|c| c.capacity()))
             .field("after_commit_hooks", &self.hooks.len())
             .field("retry", &self.retry)
             .field("clock", &self.clock)
@@ -269,6 +308,35 @@ impl<A: Aggregate, S: ItemStore> ApplicationBuilder<A, S> {
     /// `eventsmith_snapshot::StoredSnapshots::new(store, payloads).every(100)`).
     pub fn snapshots(mut self, snapshots: impl Snapshots<A>) -> Self {
         self.snapshots = Some(Arc::new(snapshots));
+        self
+    }
+
+    /// Keeps the `capacity` aggregates most recently commanded in memory, each as its last
+    /// command left it, so that the next command on one of them decides without loading it
+    /// (one read fewer per command; as Akka Persistence keeps an entity's state, and Python
+    /// eventsourcing's aggregate cache). Off by default. A committed command clones the
+    /// aggregate once (the caller's [`Committed::root`] and the cache's copy).
+    ///
+    /// Nothing is committed on a stale state: the save's optimistic check refuses an
+    /// aggregate another writer (another process, or another application on the same store)
+    /// appended to since. Such a conflict on a cached state drops it and runs the command
+    /// once more, at once, on the loaded state; that run is not counted by the retry policy,
+    /// so a cache does not add conflicts to what [`RetryPolicy::never`] returns. Reads
+    /// ([`Application::get`], [`Application::get_at`]) always load, and a command that fails
+    /// (refused, or by the store) drops the aggregate's cached state.
+    ///
+    /// The cache assumes a cached aggregate's events are never removed from the store while
+    /// the application runs (for example a backup restored under it): a cached state ahead
+    /// of the store would append after a gap. Use it where this application (or its
+    /// process) owns its aggregates' writes, and leave it off where the store is rewritten.
+    pub fn cache(mut self, capacity: NonZeroUsize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = Some(Arc::new(AggregateCache {
+            roots: Mutex::new(LruCache::new(capacity)),
+            copy: Root::clone,
+        }));
         self
     }
 
@@ -297,6 +365,7 @@ impl<A: Aggregate, S: ItemStore> ApplicationBuilder<A, S> {
         Application {
             repository: self.repository,
             snapshots: self.snapshots,
+            cache: self.cache,
             hooks: self.hooks.into(),
             retry: self.retry,
             clock: self.clock,
@@ -331,6 +400,7 @@ impl<A: Aggregate, S: ItemStore> Application<A, S> {
         ApplicationBuilder {
             repository,
             snapshots: None,
+            cache: None,
             hooks: Vec::new(),
             retry: RetryPolicy::default(),
             clock: Arc::new(SystemClock),
@@ -417,11 +487,33 @@ impl<A: Aggregate, S: ItemStore> Application<A, S> {
         self.repository.replay_from(id, start, until).await
     }
 
-    /// One load-decide-save cycle.
+    /// One load-decide-save cycle, and the one at once after it when a cached state was
+    /// stale.
     async fn attempt<I, E>(
         &self,
         command: &Command<'_, A, S, impl Fn(&A) -> Result<I, E>>,
     ) -> Result<Committed<A>, CommandError<E>>
+    where
+        I: IntoIterator,
+        I::Item: Into<A::Event>,
+    {
+        match self.attempt_on(command, true).await {
+            // Another writer appended since the cached state: not a race this command lost
+            // but the cache's, so not the retry policy's to count.
+            (Err(e), true) if e.kind() == ErrorKind::Conflict => {
+                self.attempt_on(command, false).await.0
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// One load-decide-save cycle, on the cached state when `use_cache` and there is one;
+    /// says whether it was.
+    async fn attempt_on<I, E>(
+        &self,
+        command: &Command<'_, A, S, impl Fn(&A) -> Result<I, E>>,
+        use_cache: bool,
+    ) -> (Result<Committed<A>, CommandError<E>>, bool)
     where
         I: IntoIterator,
         I::Item: Into<A::Event>,
@@ -431,32 +523,51 @@ impl<A: Aggregate, S: ItemStore> Application<A, S> {
             // Checked before deciding: a replayed request must get its first outcome, not a
             // decision on today's state.
             let store = self.repository.event_store().store();
-            if let Some(prior) = store.find_key(id, key).await.map_err(LoadError::Store)? {
-                return Ok(self.replay(prior).await?);
+            match store.find_key(id, key).await {
+                Ok(Some(prior)) => return (self.replay(prior).await.map_err(Into::into), false),
+                Ok(None) => {}
+                Err(e) => return (Err(LoadError::Store(e).into()), false),
             }
         }
-        let mut root = match self.load(id, None).await? {
-            Some(root) => root,
-            None if command.require_existing => return Err(CommandError::NotFound { id }),
-            None => Root::empty(id, self.now()),
+        let cached = match &self.cache {
+            Some(cache) if use_cache => cache.take(id),
+            _ => None,
         };
-        let before = root.version();
-        root.execute_at(self.now(), &command.decide)?;
-        root.stamp_pending(0, &command.metadata);
-        let events = match &command.key {
-            None => self.repository.save(&mut root).await?,
-            Some(key) => match self.repository.save_with_key(&mut root, key).await? {
-                Saved::Committed(events) => events,
-                // A concurrent run of the same request committed between the check and now.
-                Saved::AlreadyApplied(prior) => return Ok(self.replay(prior).await?),
-            },
-        };
-        self.committed(&root, before, &events).await;
-        Ok(Committed {
-            root,
-            events,
-            replayed: false,
-        })
+        let from_cache = cached.is_some();
+        let outcome = async {
+            let mut root = match cached {
+                Some(root) => root,
+                None => match self.load(id, None).await? {
+                    Some(root) => root,
+                    None if command.require_existing => return Err(CommandError::NotFound { id }),
+                    None => Root::empty(id, self.now()),
+                },
+            };
+            let before = root.version();
+            root.execute_at(self.now(), &command.decide)?;
+            root.stamp_pending(0, &command.metadata);
+            let events = match &command.key {
+                None => self.repository.save(&mut root).await?,
+                Some(key) => match self.repository.save_with_key(&mut root, key).await? {
+                    Saved::Committed(events) => events,
+                    // A concurrent run of the same request committed between the check and now.
+                    Saved::AlreadyApplied(prior) => return Ok(self.replay(prior).await?),
+                },
+            };
+            if let Some(cache) = &self.cache
+                && root.version() > 0
+            {
+                cache.keep(&root);
+            }
+            self.committed(&root, before, &events).await;
+            Ok(Committed {
+                root,
+                events,
+                replayed: false,
+            })
+        }
+        .await;
+        (outcome, from_cache)
     }
 
     /// Tells the snapshot policy and the after-commit hooks that `events` (the versions after

@@ -2,12 +2,13 @@
 //! idempotent commands, metadata, snapshots, and many writers on one aggregate.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
 use eventsmith_cipher::{AesGcmCipher, Key, Keyring};
 use eventsmith_core::{
-    Aggregate, Application, CommandError, Event, IdempotencyKey, ItemStore, Metadata, Select,
-    SnapshotStore,
+    Aggregate, Application, CommandError, Event, IdempotencyKey, ItemStore, Metadata, RetryPolicy,
+    Select, SnapshotStore,
 };
 use eventsmith_mapper::{Encrypt, EventMapper};
 use eventsmith_snapshot::{SnapshotState, StoredSnapshots};
@@ -272,6 +273,89 @@ pub async fn contended_commands_all_complete<S: ItemStore>(store: S) {
         (0..=16).collect(),
         "each mark once"
     );
+}
+
+/// An application with an aggregate cache decides on the state its last command left,
+/// without loading it; when another writer appended since, the save's conflict drops that
+/// state and the command runs again at once on the loaded one, even with
+/// [`RetryPolicy::never`], so nothing is committed on a stale state and no conflict reaches
+/// the caller. Eight cached commands racing on one aggregate each apply once.
+pub async fn cached_commands_never_commit_on_a_stale_state<S: ItemStore>(store: S) {
+    let cached = Application::builder(
+        store.clone(),
+        EventMapper::<TallyEvent>::builder().build().unwrap(),
+    )
+    .cache(NonZeroUsize::new(16).unwrap())
+    .retry(RetryPolicy::never())
+    .build();
+    let other = plain_app(&store);
+    let id = Uuid::new_v4();
+    let seen = Mutex::new(Vec::new());
+    let decide = |n: u64| {
+        let seen = &seen;
+        move |t: &Tally| {
+            seen.lock().unwrap().push(t.marks.clone());
+            Ok::<_, String>([mark(n)])
+        }
+    };
+    cached.command(id, decide(1)).await.unwrap();
+    cached.command(id, decide(2)).await.unwrap();
+    other
+        .command(id, |_| Ok::<_, String>([mark(3)]))
+        .await
+        .unwrap();
+    let committed = cached
+        .command(id, decide(4))
+        .await
+        .expect("a stale cached state is not the caller's conflict");
+    assert_eq!(committed.root.state().marks, vec![1, 2, 3, 4]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![vec![], vec![1], vec![1, 2], vec![1, 2, 3]],
+        "the second command decided on the cached state; the third first on the stale cached \
+         state, then on the loaded one"
+    );
+    let stored: Vec<u64> = store
+        .select(id, &Select::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.position)
+        .collect();
+    assert_eq!(stored, vec![1, 2, 3, 4]);
+
+    // Racing cached commands (the default retry policy): each mark once.
+    let racing = Application::builder(
+        store.clone(),
+        EventMapper::<TallyEvent>::builder().build().unwrap(),
+    )
+    .cache(NonZeroUsize::new(16).unwrap())
+    .build();
+    let id = Uuid::new_v4();
+    let barrier = Arc::new(Barrier::new(8));
+    let tasks: Vec<_> = (1..=8)
+        .map(|n| {
+            let (app, barrier) = (racing.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.command(id, move |_: &Tally| Ok::<_, String>([mark(n)]))
+                    .idempotency_key(key("cached"))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await
+            .unwrap()
+            .expect("every racing cached command completes");
+    }
+    let marks = racing.get(id).await.unwrap().state().marks.clone();
+    assert_eq!(
+        marks.iter().copied().collect::<BTreeSet<_>>(),
+        (1..=8).collect(),
+        "each mark once"
+    );
+    assert_eq!(marks.len(), 8);
 }
 
 /// With snapshots every 3 events, commands write them as they cross multiples of 3, loads use

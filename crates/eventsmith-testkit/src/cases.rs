@@ -12,8 +12,9 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 pub use crate::application::{
-    commands_take_and_use_snapshots, contended_commands_all_complete,
-    first_command_creates_with_many_events, idempotent_commands_apply_once, metadata_round_trips,
+    cached_commands_never_commit_on_a_stale_state, commands_take_and_use_snapshots,
+    contended_commands_all_complete, first_command_creates_with_many_events,
+    idempotent_commands_apply_once, metadata_round_trips,
 };
 pub use crate::clock::{
     application_stamps_events_with_its_clock, timestamp_log_moves_past_taken_timestamps,

@@ -96,6 +96,7 @@ macro_rules! conformance_suite {
             idempotent_commands_apply_once,
             metadata_round_trips,
             contended_commands_all_complete,
+            cached_commands_never_commit_on_a_stale_state,
             commands_take_and_use_snapshots,
             follower_never_skips,
             follower_resumes_exactly,
