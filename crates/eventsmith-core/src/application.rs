@@ -242,10 +242,18 @@ impl<A: Aggregate> AggregateCache<A> {
         self.roots().pop(&id)
     }
 
-    /// Keeps a copy of `root`, just committed.
+    /// Keeps a copy of `root`, just committed, unless a later version is kept already (a
+    /// command that loaded after this one's commit may have committed and kept its own
+    /// first).
     fn keep(&self, root: &Root<A>) {
         let copy = (self.copy)(root);
-        self.roots().put(root.id(), copy);
+        let mut roots = self.roots();
+        if roots
+            .peek(&root.id())
+            .is_none_or(|kept| kept.version() < root.version())
+        {
+            roots.put(root.id(), copy);
+        }
     }
 
     fn capacity(&self) -> usize {
